@@ -1,0 +1,123 @@
+"""Per-head metrics of a trained run on its validation split or on another catalogue."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from zapmulti.artifacts import Run, load_run, write_json
+from zapmulti.config import Config, load_config
+from zapmulti.data import read_catalogue
+from zapmulti.data.images import build_cache
+from zapmulti.data.labels import build_targets, head_values, unknown_count
+from zapmulti.data.splits import load_split
+from zapmulti.errors import ConfigError
+from zapmulti.metrics import head_metrics
+from zapmulti.predict import predict_array
+
+logger = logging.getLogger(__name__)
+
+
+def _data_config(run: Run, data: str | os.PathLike | None) -> tuple[Config, bool]:
+    """The config whose data to evaluate on, and whether that is the run's own catalogue."""
+    if data is None:
+        return run.config, True
+    path = Path(data)
+    if path.is_dir():
+        cfg = run.config.model_copy(deep=True)
+        cfg.data.root = str(path.resolve())
+        return cfg, False
+    other = load_config(path)
+    cfg = run.config.model_copy(deep=True)
+    cfg.data = other.data
+    by_name = {h.name: h for h in other.heads}
+    missing = [h.name for h in run.config.heads if h.name not in by_name]
+    if missing:
+        logger.info("heads %s are not in %s; they are left out of the evaluation", missing, path)
+    cfg.heads = [by_name.get(h.name, h) for h in run.config.heads]
+    return cfg, False
+
+
+def evaluate(
+    run: Run | str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    batch_size: int = 128,
+    device: str | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Accuracy, error rate, macro-F1 and top-5 accuracy (above 5 classes) for every head.
+
+    Args:
+        run: a run directory or a loaded Run.
+        data: None for the run's validation split; a folder (the run's data settings with
+            another root) or a config YAML for a whole other catalogue.
+    """
+    if not isinstance(run, Run):
+        run = load_run(run)
+    cfg, own = _data_config(run, data)
+    table = read_catalogue(cfg.data, cfg.train.max_items if own else None, cfg.train.seed)
+    rows = np.arange(len(table))
+    if own:
+        rows = np.flatnonzero(load_split(run.path / "split.csv", table["key"]))
+
+    heads = [h for h in cfg.heads if h.column in table.columns]
+    absent = [h.name for h in cfg.heads if h.column not in table.columns]
+    if not heads:
+        raise ConfigError(
+            f"none of the run's head columns {[h.column for h in cfg.heads]} is in the catalogue"
+        )
+    targets = build_targets(table, heads, run.vocabs)
+    m = cfg.model
+    cache = build_cache(
+        table["path"].tolist(), m.image_size, m.resize, m.pad_value, cfg.cache_dir,
+        workers=cfg.train.num_workers, show_progress=show_progress,
+    )
+    rows = np.array([r for r in rows if r not in cache.bad], dtype=np.int64)
+    probs = predict_array(run.model, cache.array, rows, batch_size, device)
+    order = {n: i for i, n in enumerate(run.head_names)}
+
+    result: dict[str, Any] = {}
+    for j, head in enumerate(heads):
+        values = head_values(table.iloc[rows], head)
+        vocab = run.vocabs[head.name]
+        stats = head_metrics(targets[rows, j], probs[order[head.name]])
+        stats["unknown_labels"] = unknown_count(values, vocab)
+        result[head.name] = stats
+    result["_meta"] = {
+        "rows": int(len(rows)),
+        "unreadable_images": len(cache.bad),
+        "data_root": cfg.data.root,
+        "split": "valid" if own else "all",
+        "heads_without_column": absent,
+    }
+    return result
+
+
+def metrics_table(result: dict[str, Any]) -> str:
+    """A plain-text table, one line per head."""
+    rows = []
+    for name, stats in result.items():
+        if name.startswith("_"):
+            continue
+        rows.append(
+            {
+                "head": name,
+                "n": stats.get("n"),
+                "accuracy": stats.get("accuracy"),
+                "error": stats.get("error_rate"),
+                "macro_f1": stats.get("macro_f1"),
+                "top5": stats.get("top5_accuracy"),
+                "unknown": stats.get("unknown_labels", 0),
+            }
+        )
+    frame = pd.DataFrame(rows)
+    return frame.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-")
+
+
+def save_evaluation(result: dict[str, Any], out: str | os.PathLike) -> None:
+    write_json(out, result)

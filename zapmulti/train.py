@@ -1,0 +1,399 @@
+"""Training: the fastai Learner, lr_find, frozen then unfrozen one-cycle, checkpoints and resume."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import fastai.callback.progress  # noqa: F401 - registers the progress bars and epoch table
+import fastai.callback.schedule  # noqa: F401 - adds lr_find and fit_one_cycle to Learner
+from fastai.callback.core import Callback
+from fastai.learner import Learner, Metric
+from fastai.torch_core import set_seed
+
+from zapmulti import artifacts
+from zapmulti.config import Config
+from zapmulti.data import read_catalogue
+from zapmulti.data.images import ImageCache, build_cache
+from zapmulti.data.labels import MISSING, build_targets, build_vocabs, class_weights
+from zapmulti.data.loaders import make_dataloaders
+from zapmulti.data.splits import grouped_split, load_split, save_split
+from zapmulti.errors import DataError, RunDirError
+from zapmulti.fileio import atomic_path
+from zapmulti.metrics import confusion_matrix, head_metrics, macro_f1
+from zapmulti.model.heads import HeadSpec
+from zapmulti.model.multitask import MultiTaskLoss, MultiTaskModel, build_model
+
+logger = logging.getLogger(__name__)
+
+
+def pick_device(choice: str = "auto") -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RunDirError("train.device is 'cuda' but no CUDA device is available")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class PreparedData:
+    """Everything training and evaluation need from the catalogue."""
+
+    table: pd.DataFrame
+    targets: np.ndarray  # [N, H], MISSING where a head has no label
+    vocabs: dict[str, list[str]]
+    specs: list[HeadSpec]
+    is_valid: np.ndarray
+    cache: ImageCache
+    skipped: dict[int, str]
+
+    def rows(self, valid: bool) -> np.ndarray:
+        ok = np.ones(len(self.table), dtype=bool)
+        ok[list(self.skipped)] = False
+        return np.flatnonzero(ok & (self.is_valid == valid))
+
+
+def prepare_data(
+    config: Config,
+    split_file: Path | None = None,
+    vocabs: dict[str, list[str]] | None = None,
+    show_progress: bool = True,
+) -> PreparedData:
+    """Read the catalogue, split it by product, build vocabularies, targets and the image cache."""
+    table = read_catalogue(config.data, config.train.max_items, config.train.seed)
+    if table.empty:
+        raise DataError(f"the catalogue under {config.data.root} has no usable image")
+
+    split_file = split_file or (Path(config.split.file) if config.split.file else None)
+    if split_file is not None:
+        is_valid = load_split(split_file, table["key"])
+    else:
+        is_valid = grouped_split(table["group"], config.split.valid_pct, config.split.seed)
+
+    vocabs = vocabs or build_vocabs(table[~is_valid], config.heads)
+    targets = build_targets(table, config.heads, vocabs)
+    weights = {
+        h.name: _as_list(class_weights(targets[~is_valid, i], vocabs[h.name], h.class_weights))
+        for i, h in enumerate(config.heads)
+    }
+    specs = [
+        HeadSpec(h.name, vocabs[h.name], h.type, h.weight, weights[h.name]) for h in config.heads
+    ]
+
+    m = config.model
+    cache = build_cache(
+        table["path"].tolist(),
+        m.image_size,
+        m.resize,
+        m.pad_value,
+        config.cache_dir,
+        workers=config.train.num_workers,
+        show_progress=show_progress,
+    )
+    if cache.bad and config.train.bad_images == "stop":
+        first = sorted(cache.bad.items())[:5]
+        listing = "\n".join(f"  {table['path'].iloc[i]}: {why}" for i, why in first)
+        raise DataError(
+            f"{len(cache.bad)} image(s) cannot be decoded (train.bad_images is 'stop'):\n"
+            f"{listing}\nfix or remove them, or set train.bad_images: skip"
+        )
+    if cache.bad:
+        logger.warning("skipping %d undecodable image(s)", len(cache.bad))
+    return PreparedData(table, targets, vocabs, specs, is_valid, cache, dict(cache.bad))
+
+
+def _as_list(arr: np.ndarray | None) -> list[float] | None:
+    return None if arr is None else [float(x) for x in arr]
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+class HeadMetric(Metric):
+    """Error rate or macro-F1 of one head over the rows labelled for it, shown each epoch."""
+
+    def __init__(self, index: int, head: str, n_classes: int, kind: str = "err") -> None:
+        self.index, self.head, self.n_classes, self.kind = index, head, n_classes, kind
+        self.reset()
+
+    def reset(self) -> None:
+        self.cm = np.zeros((self.n_classes, self.n_classes), dtype=np.int64)
+
+    def accumulate(self, learn: Learner) -> None:
+        pred = learn.pred[self.index].argmax(-1).cpu().numpy()
+        target = learn.y[:, self.index].cpu().numpy()
+        self.cm += confusion_matrix(target, pred, self.n_classes)
+
+    @property
+    def value(self) -> float | None:
+        total = self.cm.sum()
+        if total == 0:
+            return None
+        if self.kind == "err":
+            return 1.0 - np.trace(self.cm) / total
+        return macro_f1(self.cm)
+
+    @property
+    def name(self) -> str:
+        return f"{self.head}_{self.kind}"
+
+
+def head_metric_list(specs: list[HeadSpec]) -> list[Metric]:
+    out: list[Metric] = []
+    for i, s in enumerate(specs):
+        if s.type == "classification":
+            out += [HeadMetric(i, s.name, len(s.classes), "err"), HeadMetric(i, s.name, len(s.classes), "f1")]
+    return out
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+class EpochCheckpoint(Callback):
+    """After every epoch: append to history.csv and write a resumable checkpoint, atomically."""
+
+    order = 70  # after Recorder has the epoch's losses and metrics
+
+    def __init__(self, run_dir: Path, stage: str, history: list[dict], base: dict[str, Any]) -> None:
+        self.run_dir, self.stage, self.history, self.base = run_dir, stage, history, base
+
+    def after_epoch(self) -> None:
+        names = list(self.recorder.metric_names)[1:-1]  # drop 'epoch' and 'time'
+        values = list(self.recorder.log)[1 : 1 + len(names)]
+        row = {"stage": self.stage, "epoch": self.epoch}
+        row.update({n: _num(v) for n, v in zip(names, values, strict=False)})
+        self.history.append(row)
+        state = {**self.base, "stage": self.stage, "stage_epochs_done": self.epoch + 1}
+        state["history"] = list(self.history)
+        artifacts.save_checkpoint(self.run_dir / artifacts.CHECKPOINT, self.model, self.opt, state)
+        write_history(self.run_dir, self.history)
+
+
+def _num(value: Any) -> Any:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def write_history(run_dir: Path, history: list[dict]) -> None:
+    with atomic_path(run_dir / artifacts.HISTORY) as tmp:
+        frame = pd.DataFrame(history)
+        frame.insert(0, "global_epoch", range(len(frame)))
+        frame.to_csv(tmp, index=False)
+
+
+# --------------------------------------------------------------------------- learner
+
+
+def make_learner(config: Config, prepared: PreparedData, model: MultiTaskModel, run_dir: Path):
+    device = pick_device(config.train.device)
+    dls = make_dataloaders(
+        prepared.cache.array,
+        prepared.targets,
+        prepared.rows(valid=False),
+        prepared.rows(valid=True),
+        config.train.batch_size,
+        config.train.flip,
+        device,
+        config.train.seed,
+    )
+    learn = Learner(
+        dls,
+        model,
+        loss_func=MultiTaskLoss(model.heads, prepared.specs),
+        metrics=head_metric_list(prepared.specs),
+        splitter=lambda m: m.param_groups(),
+        wd=config.train.weight_decay,
+        path=run_dir,
+        model_dir=".",
+    )
+    if device.type == "cuda":
+        if config.model.channels_last:
+            learn.to_channelslast(use_amp=config.train.mixed_precision)
+        elif config.train.mixed_precision:
+            learn.to_fp16()
+    # On CPU: fp32 only. Half precision crashes or crawls there, and bf16 is slower than fp32 on
+    # the CPUs this was measured on.
+    return learn
+
+
+def find_lr(learn: Learner, config: Config, run_dir: Path) -> float:
+    """Run fastai's lr_find, save its plot and return a finite suggestion (or the fallback)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from fastai.callback.schedule import minimum, slide, steep, valley
+
+    learn.freeze()
+    funcs = {"valley": valley, "minimum": minimum, "steep": steep, "slide": slide}
+    suggestion = learn.lr_find(
+        num_it=config.train.lr_find_iters, suggest_funcs=tuple(funcs.values()), show_plot=True
+    )
+    fig = plt.gcf()
+    with atomic_path(run_dir / artifacts.LR_PLOT) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    lr = float(getattr(suggestion, config.train.lr_suggest))
+    if not math.isfinite(lr) or lr <= 0:
+        logger.warning(
+            "lr_find gave no finite %s suggestion (%s); using train.lr_fallback=%g",
+            config.train.lr_suggest,
+            lr,
+            config.train.lr_fallback,
+        )
+        lr = config.train.lr_fallback
+    logger.info(
+        "lr_find suggestions: %s; using %s",
+        ", ".join(f"{k}={float(v):.2g}" for k, v in suggestion._asdict().items()),
+        config.train.lr_suggest,
+    )
+    return lr
+
+
+# --------------------------------------------------------------------------- train
+
+
+def train(
+    config: Config,
+    out: str | Path,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> Path:
+    """Train every head the config declares; write a complete run directory and return its path."""
+    run_dir = artifacts.prepare_run_dir(out, overwrite=overwrite)
+    set_seed(config.train.seed, reproducible=False)
+    prepared = prepare_data(config, show_progress=show_progress)
+
+    save_split(prepared.table["key"], prepared.is_valid, run_dir / artifacts.SPLIT)
+    artifacts.save_run_metadata(run_dir, config, prepared.specs)
+    _write_skipped(run_dir, prepared)
+
+    model = build_model(
+        config.model.backbone, config.model.weights, prepared.specs, config.model.dropout
+    )
+    learn = make_learner(config, prepared, model, run_dir)
+    if not show_progress:
+        _quiet(learn)
+    lr = config.train.lr
+    if lr is None:
+        lr = find_lr(learn, config, run_dir) if config.train.lr_find else config.train.lr_fallback
+    state = {"lr": lr}
+    return _fit_stages(learn, config, prepared, run_dir, state, history=[], start=("frozen", 0))
+
+
+def resume(run_dir: str | Path, show_progress: bool = True) -> Path:
+    """Continue an interrupted training from its last completed epoch."""
+    run_dir = Path(run_dir)
+    config = artifacts.read_run_config(run_dir)
+    ckpt = artifacts.load_checkpoint(run_dir / artifacts.CHECKPOINT)
+    vocabs = artifacts._read_json(run_dir / artifacts.VOCAB)
+    set_seed(config.train.seed + len(ckpt["state"]["history"]), reproducible=False)
+    prepared = prepare_data(config, run_dir / artifacts.SPLIT, vocabs, show_progress)
+    model = build_model(config.model.backbone, "none", prepared.specs, config.model.dropout)
+    model.load_state_dict(ckpt["model"])
+    learn = make_learner(config, prepared, model, run_dir)
+    if not show_progress:
+        _quiet(learn)
+    state = dict(ckpt["state"])
+    history = list(state.pop("history"))
+    stage, done = state.pop("stage"), state.pop("stage_epochs_done")
+    if stage == "frozen" and done >= config.train.frozen_epochs:
+        stage, done = "unfrozen", 0
+    if stage == "frozen":
+        learn.freeze()
+    else:
+        learn.unfreeze()
+    if "opt" in ckpt and done > 0:
+        learn.opt.load_state_dict(ckpt["opt"])
+    logger.info("resuming %s at %s epoch %d", run_dir, stage, done)
+    return _fit_stages(learn, config, prepared, run_dir, state, history, start=(stage, done))
+
+
+def _fit_stages(
+    learn: Learner,
+    config: Config,
+    prepared: PreparedData,
+    run_dir: Path,
+    state: dict[str, Any],
+    history: list[dict],
+    start: tuple[str, int],
+) -> Path:
+    lr = float(state["lr"])
+    stage, done = start
+    t0 = time.time()
+    if stage == "frozen" and config.train.frozen_epochs > 0:
+        learn.freeze()
+        cb = EpochCheckpoint(run_dir, "frozen", history, state)
+        learn.fit_one_cycle(
+            config.train.frozen_epochs, lr, start_epoch=done, cbs=[cb], reset_opt=done == 0
+        )
+        done = 0
+    if config.train.unfrozen_epochs > 0 and not (stage == "unfrozen" and done >= config.train.unfrozen_epochs):
+        learn.unfreeze()
+        # fastai's fine_tune recipe: halve the rate, spread it over the groups by lr_mult.
+        base = lr / 2
+        cb = EpochCheckpoint(run_dir, "unfrozen", history, state)
+        learn.fit_one_cycle(
+            config.train.unfrozen_epochs,
+            slice(base / config.train.lr_mult, base),
+            start_epoch=done if stage == "unfrozen" else 0,
+            cbs=[cb],
+            reset_opt=not (stage == "unfrozen" and done > 0),
+        )
+    logger.info("training took %.1fs", time.time() - t0)
+
+    artifacts.save_weights(learn.model, run_dir / artifacts.WEIGHTS)
+    metrics = evaluate_learner(learn, prepared)
+    metrics["_meta"] = {
+        "lr": lr,
+        "train_rows": int(len(prepared.rows(False))),
+        "valid_rows": int(len(prepared.rows(True))),
+        "skipped_images": len(prepared.skipped),
+        "device": str(learn.dls.device),
+    }
+    artifacts.write_json(run_dir / artifacts.METRICS, metrics)
+    write_history(run_dir, history)
+    # The finished weights supersede the resume checkpoint (model plus optimizer, 3x the size).
+    (run_dir / artifacts.CHECKPOINT).unlink(missing_ok=True)
+    return run_dir
+
+
+def evaluate_learner(learn: Learner, prepared: PreparedData) -> dict[str, Any]:
+    """Per-head metrics on the validation rows with the learner's current weights."""
+    probs, targets = learn.get_preds(ds_idx=1)
+    targets = targets.numpy()
+    out: dict[str, Any] = {}
+    for i, spec in enumerate(prepared.specs):
+        out[spec.name] = head_metrics(targets[:, i], probs[i].float().numpy())
+    return out
+
+
+def _write_skipped(run_dir: Path, prepared: PreparedData) -> None:
+    rows = [
+        {"path": prepared.table["path"].iloc[i], "reason": why}
+        for i, why in sorted(prepared.skipped.items())
+    ]
+    with atomic_path(run_dir / artifacts.SKIPPED) as tmp:
+        pd.DataFrame(rows, columns=["path", "reason"]).to_csv(tmp, index=False)
+
+
+def _quiet(learn: Learner) -> None:
+    from fastai.callback.progress import ProgressCallback
+
+    learn.remove_cb(ProgressCallback)
+    learn.logger = lambda *_: None
+
+
+__all__ = ["train", "resume", "prepare_data", "MISSING"]
