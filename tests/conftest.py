@@ -85,15 +85,33 @@ def make_utzap(root: Path) -> Path:
     with open(data / "meta-data.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(
-            ["CID", "Category", "SubCategory", "HeelHeight", "Insole", "Closure", "Gender",
-             "Material", "ToeStyle"]
+            [
+                "CID",
+                "Category",
+                "SubCategory",
+                "HeelHeight",
+                "Insole",
+                "Closure",
+                "Gender",
+                "Material",
+                "ToeStyle",
+            ]
         )
         for i, (cat, sub, brand, product, colour, gender) in enumerate(UTZAP_ROWS):
             rel = f"{cat}/{sub}/{brand}/{product}.{colour}.jpg"
             paths.append(rel)
             writer.writerow(
-                [f"{product}-{colour}", cat, sub, "", "", "Lace up" if i % 2 else "", gender,
-                 "Leather", ""]
+                [
+                    f"{product}-{colour}",
+                    cat,
+                    sub,
+                    "",
+                    "",
+                    "Lace up" if i % 2 else "",
+                    gender,
+                    "Leather",
+                    "",
+                ]
             )
             if rel == MISSING_IMAGE:
                 continue
@@ -121,7 +139,11 @@ def utzap_config_dict(utzap_root) -> dict:
         ],
         "model": {"backbone": "resnet18", "weights": "none", "image_size": 32},
         "train": {
-            "batch_size": 8, "frozen_epochs": 1, "unfrozen_epochs": 1, "lr": 1e-3, "seed": 0,
+            "batch_size": 8,
+            "frozen_epochs": 1,
+            "unfrozen_epochs": 1,
+            "lr": 1e-3,
+            "seed": 0,
         },
         "split": {"valid_pct": 0.3, "seed": 0},
     }
@@ -136,7 +158,10 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 def _repo_state() -> str:
     out = subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=all", "--ignored=no"],
-        cwd=REPO, capture_output=True, text=True, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return out.stdout if out.returncode == 0 else ""
 

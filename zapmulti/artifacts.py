@@ -110,7 +110,9 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise RunDirError(f"{path.parent} is not a complete run directory: {path.name} is missing") from None
+        raise RunDirError(
+            f"{path.parent} is not a complete run directory: {path.name} is missing"
+        ) from None
     except json.JSONDecodeError as exc:
         raise RunDirError(f"{path} is not valid JSON ({exc})") from None
 

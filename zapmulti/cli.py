@@ -78,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="YAML config")
     p.add_argument("--out", help="run directory (default: runs/<config name>)")
     p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config value, e.g. --set train.unfrozen_epochs=2 (repeatable)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
@@ -88,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="per-head metrics of a trained run")
     p.add_argument("run_dir")
-    p.add_argument("--data", help="a config YAML or a data root; default: the run's validation split")
+    p.add_argument(
+        "--data", help="a config YAML or a data root; default: the run's validation split"
+    )
     p.add_argument("--out", help="JSON file (default: RUN_DIR/evaluation.json)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
@@ -106,7 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", choices=["ut-zap50k"])
     p.add_argument("--to", default="data", help="destination folder (default: ./data)")
     p.add_argument(
-        "--archive", action="append", default=[], metavar="ZIP",
+        "--archive",
+        action="append",
+        default=[],
+        metavar="ZIP",
         help="use a local copy of an archive instead of downloading it (repeatable)",
     )
     p.set_defaults(func=_cmd_download)

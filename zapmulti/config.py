@@ -27,7 +27,9 @@ class DataConfig(_Strict):
     """Where the catalogue is and how to read it into one table of path plus labels."""
 
     source: Literal["ut-zap50k", "csv", "folder"]
-    root: str = Field(description="folder the catalogue lives in; relative paths resolve from the config")
+    root: str = Field(
+        description="folder the catalogue lives in; relative paths resolve from the config"
+    )
     csv: str | None = Field(None, description="csv source: the catalogue file, relative to root")
     path_column: str | None = Field(None, description="csv source: column holding image paths")
     path_template: str | None = Field(
@@ -105,7 +107,7 @@ class TrainConfig(_Strict):
     unfrozen_epochs: int = Field(3, ge=0)
     lr: float | None = Field(None, gt=0, description="null: use the learning-rate finder")
     lr_find: bool = True
-    lr_find_iters: int = Field(100, ge=5)
+    lr_find_iters: int = Field(100, ge=20)
     lr_suggest: Literal["valley", "minimum", "steep", "slide"] = Field(
         "minimum", description="which lr_find suggestion to train with (minimum is loss-min / 10)"
     )

@@ -87,9 +87,13 @@ def verify_zip(path: Path) -> None:
         with zipfile.ZipFile(path) as zf:
             bad = zf.testzip()
     except zipfile.BadZipFile as exc:
-        raise DownloadError(f"{path} is not a valid zip ({exc}); delete it and download again") from None
+        raise DownloadError(
+            f"{path} is not a valid zip ({exc}); delete it and download again"
+        ) from None
     if bad is not None:
-        raise DownloadError(f"{path}: member {bad} fails its CRC check; delete it and download again")
+        raise DownloadError(
+            f"{path}: member {bad} fails its CRC check; delete it and download again"
+        )
 
 
 def extract(path: Path, dest: Path, folder: str) -> Path:
@@ -127,6 +131,7 @@ def download_ut_zap50k(
             raise DownloadError(
                 f"--archive {p}: expected one of {[a.name for a in UTZAP_ARCHIVES]}"
             )
+        verify_zip(p)  # before any download, so a bad local copy fails fast
     for archive in UTZAP_ARCHIVES:
         if (dest / archive.folder).is_dir() and any((dest / archive.folder).iterdir()):
             logger.info("%s already extracted in %s", archive.folder, dest)

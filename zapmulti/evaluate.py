@@ -74,8 +74,13 @@ def evaluate(
     targets = build_targets(table, heads, run.vocabs)
     m = cfg.model
     cache = build_cache(
-        table["path"].tolist(), m.image_size, m.resize, m.pad_value, cfg.cache_dir,
-        workers=cfg.train.num_workers, show_progress=show_progress,
+        table["path"].tolist(),
+        m.image_size,
+        m.resize,
+        m.pad_value,
+        cfg.cache_dir,
+        workers=cfg.train.num_workers,
+        show_progress=show_progress,
     )
     rows = np.array([r for r in rows if r not in cache.bad], dtype=np.int64)
     probs = predict_array(run.model, cache.array, rows, batch_size, device)
@@ -86,7 +91,11 @@ def evaluate(
         values = head_values(table.iloc[rows], head)
         vocab = run.vocabs[head.name]
         stats = head_metrics(targets[rows, j], probs[order[head.name]])
-        stats["unknown_labels"] = unknown_count(values, vocab)
+        # Labels outside the stored vocabulary are scored as "other" where the head folds rare
+        # classes; otherwise they cannot be scored, and are counted here instead.
+        stats["unknown_labels"] = (
+            0 if head.other_label in vocab and not head.classes else unknown_count(values, vocab)
+        )
         result[head.name] = stats
     result["_meta"] = {
         "rows": int(len(rows)),

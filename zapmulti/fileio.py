@@ -9,7 +9,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

@@ -45,7 +45,11 @@ def head_metrics(target: np.ndarray, probs: np.ndarray) -> dict[str, float]:
         out.update(accuracy=float("nan"), error_rate=float("nan"), macro_f1=float("nan"))
         return out
     acc = float((pred[keep] == target[keep]).mean())
-    out.update(accuracy=acc, error_rate=1.0 - acc, macro_f1=macro_f1(confusion_matrix(target, pred, n_classes)))
+    out.update(
+        accuracy=acc,
+        error_rate=1.0 - acc,
+        macro_f1=macro_f1(confusion_matrix(target, pred, n_classes)),
+    )
     if n_classes > 5:
         out["top5_accuracy"] = topk_accuracy(target, probs, 5)
     return out

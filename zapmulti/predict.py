@@ -151,7 +151,9 @@ def predict(
         frame[f"{name}_prob"] = np.where(failed, np.nan, conf)
     frame["error"] = errors if errors else [""] * len(files)
     if failed.any():
-        logger.warning("%d of %d image(s) could not be read; see the error column", failed.sum(), len(files))
+        logger.warning(
+            "%d of %d image(s) could not be read; see the error column", failed.sum(), len(files)
+        )
     return frame
 
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import fastai.callback.progress  # noqa: F401 - registers the progress bars and epoch table
+import fastai.callback.schedule  # noqa: F401 - adds lr_find and fit_one_cycle to Learner
 import numpy as np
 import pandas as pd
 import torch
-import fastai.callback.progress  # noqa: F401 - registers the progress bars and epoch table
-import fastai.callback.schedule  # noqa: F401 - adds lr_find and fit_one_cycle to Learner
 from fastai.callback.core import Callback
 from fastai.learner import Learner, Metric
 from fastai.torch_core import set_seed
@@ -152,7 +153,10 @@ def head_metric_list(specs: list[HeadSpec]) -> list[Metric]:
     out: list[Metric] = []
     for i, s in enumerate(specs):
         if s.type == "classification":
-            out += [HeadMetric(i, s.name, len(s.classes), "err"), HeadMetric(i, s.name, len(s.classes), "f1")]
+            out += [
+                HeadMetric(i, s.name, len(s.classes), "err"),
+                HeadMetric(i, s.name, len(s.classes), "f1"),
+            ]
     return out
 
 
@@ -164,7 +168,9 @@ class EpochCheckpoint(Callback):
 
     order = 70  # after Recorder has the epoch's losses and metrics
 
-    def __init__(self, run_dir: Path, stage: str, history: list[dict], base: dict[str, Any]) -> None:
+    def __init__(
+        self, run_dir: Path, stage: str, history: list[dict], base: dict[str, Any]
+    ) -> None:
         self.run_dir, self.stage, self.history, self.base = run_dir, stage, history, base
 
     def after_epoch(self) -> None:
@@ -238,27 +244,30 @@ def find_lr(learn: Learner, config: Config, run_dir: Path) -> float:
 
     learn.freeze()
     funcs = {"valley": valley, "minimum": minimum, "steep": steep, "slide": slide}
-    suggestion = learn.lr_find(
-        num_it=config.train.lr_find_iters, suggest_funcs=tuple(funcs.values()), show_plot=True
-    )
+    try:
+        suggestion = learn.lr_find(
+            num_it=config.train.lr_find_iters,
+            suggest_funcs=(funcs[config.train.lr_suggest],),
+            show_plot=True,
+        )
+        lr = float(getattr(suggestion, config.train.lr_suggest))
+    except (IndexError, RuntimeError, ValueError) as exc:
+        # fastai's suggestion functions fail on short or diverging curves
+        logger.warning("lr_find could not suggest a rate (%s)", exc)
+        lr = float("nan")
     fig = plt.gcf()
     with atomic_path(run_dir / artifacts.LR_PLOT) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
-    lr = float(getattr(suggestion, config.train.lr_suggest))
     if not math.isfinite(lr) or lr <= 0:
-        logger.warning(
-            "lr_find gave no finite %s suggestion (%s); using train.lr_fallback=%g",
-            config.train.lr_suggest,
-            lr,
-            config.train.lr_fallback,
+        warnings.warn(
+            f"lr_find gave no finite {config.train.lr_suggest} suggestion; training with "
+            f"train.lr_fallback={config.train.lr_fallback:g}. Look at {artifacts.LR_PLOT} and set "
+            "train.lr to choose a rate yourself.",
+            stacklevel=2,
         )
         lr = config.train.lr_fallback
-    logger.info(
-        "lr_find suggestions: %s; using %s",
-        ", ".join(f"{k}={float(v):.2g}" for k, v in suggestion._asdict().items()),
-        config.train.lr_suggest,
-    )
+    logger.info("learning rate (lr_find %s): %.3g", config.train.lr_suggest, lr)
     return lr
 
 
@@ -340,7 +349,9 @@ def _fit_stages(
             config.train.frozen_epochs, lr, start_epoch=done, cbs=[cb], reset_opt=done == 0
         )
         done = 0
-    if config.train.unfrozen_epochs > 0 and not (stage == "unfrozen" and done >= config.train.unfrozen_epochs):
+    if config.train.unfrozen_epochs > 0 and not (
+        stage == "unfrozen" and done >= config.train.unfrozen_epochs
+    ):
         learn.unfreeze()
         # fastai's fine_tune recipe: halve the rate, spread it over the groups by lr_mult.
         base = lr / 2

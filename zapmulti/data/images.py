@@ -83,7 +83,7 @@ def resize_image(img: Image.Image, size: int, method: str = "pad", fill: int = 2
 
 def load_array(path: str | os.PathLike, size: int, method: str = "pad", fill: int = 255) -> np.ndarray:
     """Decode and resize one image into a HxWx3 uint8 array."""
-    return np.asarray(resize_image(decode_image(path, fill), size, method, fill), dtype=np.uint8)
+    return np.array(resize_image(decode_image(path, fill), size, method, fill), dtype=np.uint8)
 
 
 def _load_or_reason(args: tuple[str, int, str, int]) -> tuple[np.ndarray | None, str | None]:

@@ -86,7 +86,9 @@ def _imagenet_weights(name: str):
     try:
         return torchvision.models.get_model_weights(name).DEFAULT
     except (ValueError, KeyError):
-        raise ConfigError(f"model.backbone {name!r} has no ImageNet weights in torchvision") from None
+        raise ConfigError(
+            f"model.backbone {name!r} has no ImageNet weights in torchvision"
+        ) from None
 
 
 def _load_imagenet(model: nn.Module, name: str) -> None:

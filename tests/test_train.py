@@ -1,0 +1,101 @@
+"""Training on the generated UT-Zap50K fixture writes a complete, reloadable run directory."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from zapmulti import artifacts
+from zapmulti.config import config_from_dict
+from zapmulti.data.labels import MISSING
+from zapmulti.errors import DataError, RunDirError
+from zapmulti.train import prepare_data, train
+
+
+@pytest.fixture(scope="session")
+def trained_run(utzap_config_dict, tmp_path_factory):
+    raw = json.loads(json.dumps(utzap_config_dict))
+    raw["train"].update(lr=None, lr_find_iters=20)
+    out = tmp_path_factory.mktemp("runs") / "fixture-run"
+    return train(config_from_dict(raw), out, show_progress=False)
+
+
+def test_run_directory_is_complete(trained_run):
+    for name in [
+        artifacts.WEIGHTS,
+        artifacts.CONFIG,
+        artifacts.VOCAB,
+        artifacts.SPLIT,
+        artifacts.HISTORY,
+        artifacts.METRICS,
+        artifacts.LR_PLOT,
+        artifacts.MANIFEST,
+    ]:
+        assert (trained_run / name).is_file(), name
+    assert not (trained_run / artifacts.CHECKPOINT).exists()
+    assert (trained_run / artifacts.LR_PLOT).read_bytes()[:4] == b"\x89PNG"
+
+    vocab = json.loads((trained_run / artifacts.VOCAB).read_text())
+    assert vocab["gender"] == ["Men", "Women"]
+    assert set(vocab["category"]) == {"Boots", "Sandals", "Shoes"}
+    assert "other" in vocab["brand"]  # brands under min_count=5 fold
+
+    history = pd.read_csv(trained_run / artifacts.HISTORY)
+    assert history["stage"].tolist() == ["frozen", "unfrozen"]
+    assert {"train_loss", "valid_loss", "gender_err", "category_f1"} <= set(history.columns)
+
+    metrics = json.loads((trained_run / artifacts.METRICS).read_text())
+    for head in ("gender", "category", "brand"):
+        assert 0.0 <= metrics[head]["error_rate"] <= 1.0
+        assert metrics[head]["accuracy"] == pytest.approx(1 - metrics[head]["error_rate"])
+    assert np.isfinite(metrics["_meta"]["lr"]) and metrics["_meta"]["lr"] > 0
+
+
+def test_split_is_grouped_by_product(trained_run):
+    split = pd.read_csv(trained_run / artifacts.SPLIT)
+    product = split["key"].str.split("/").str[-1].str.split(".").str[0]
+    assert (split.groupby(product)["split"].nunique() == 1).all()
+    assert set(split["split"]) == {"train", "valid"}
+
+
+def test_missing_labels_are_masked_per_head(utzap_config_dict):
+    prepared = prepare_data(config_from_dict(utzap_config_dict), show_progress=False)
+    gender = prepared.table["Gender"]
+    targets = prepared.targets[:, 0]
+    for raw in ("Boys", "Men;Women"):
+        rows = (gender == raw).to_numpy()
+        assert rows.any() and (targets[rows] == MISSING).all()
+        assert (prepared.targets[rows, 1] != MISSING).all()  # category still trains
+    assert (targets[(gender == "Women").to_numpy()] == 1).all()
+
+
+def test_existing_run_dir_is_not_overwritten(trained_run, utzap_config_dict):
+    before = (trained_run / artifacts.WEIGHTS).read_bytes()
+    with pytest.raises(RunDirError, match="--overwrite"):
+        train(config_from_dict(utzap_config_dict), trained_run, show_progress=False)
+    assert (trained_run / artifacts.WEIGHTS).read_bytes() == before
+
+
+def test_bad_images_skip_or_stop(utzap_root, utzap_config_dict, tmp_path):
+    import shutil
+
+    root = tmp_path / "z"
+    shutil.copytree(utzap_root, root)
+    victim = next((root / "ut-zap50k-images-square" / "Shoes" / "Loafers").rglob("*.jpg"))
+    victim.write_bytes(b"not a jpeg at all")
+    raw = json.loads(json.dumps(utzap_config_dict))
+    raw["data"]["root"] = str(root)
+    raw["train"].update(frozen_epochs=0, unfrozen_epochs=1)
+
+    run = train(config_from_dict(raw), tmp_path / "run", show_progress=False)
+    skipped = pd.read_csv(run / artifacts.SKIPPED)
+    assert skipped["path"].tolist() == [str(victim)]
+    assert "not an image" in skipped["reason"].iloc[0]
+    assert json.loads((run / artifacts.METRICS).read_text())["_meta"]["skipped_images"] == 1
+
+    raw["train"]["bad_images"] = "stop"
+    with pytest.raises(DataError, match=str(victim.name)):
+        train(config_from_dict(raw), tmp_path / "run2", show_progress=False)
