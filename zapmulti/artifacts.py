@@ -173,11 +173,24 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
 
 def save_checkpoint(path: Path, model: torch.nn.Module, opt: Any, state: dict[str, Any]) -> None:
     """Model, optimizer and progress in one plain dict of tensors and numbers, atomically."""
-    payload = {"model": state_dict_for_saving(model), "state": state}
+    payload = {"model": state_dict_for_saving(model), "state": _plain(state)}
     if opt is not None:
-        payload["opt"] = opt.state_dict()
+        payload["opt"] = _plain(opt.state_dict())
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+
+
+def _plain(obj: Any) -> Any:
+    """fastai optimizer state holds fastcore `L` lists; keep only types weights_only accepts."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) or type(obj).__name__ == "L":
+        return [_plain(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if hasattr(obj, "item") and type(obj).__module__ == "numpy":  # numpy scalars
+        return obj.item()
+    return obj
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

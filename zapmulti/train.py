@@ -169,11 +169,14 @@ class EpochCheckpoint(Callback):
     order = 70  # after Recorder has the epoch's losses and metrics
 
     def __init__(
-        self, run_dir: Path, stage: str, history: list[dict], base: dict[str, Any]
+        self, run_dir: Path, stage: str, history: list[dict], base: dict[str, Any], start: int = 0
     ) -> None:
         self.run_dir, self.stage, self.history, self.base = run_dir, stage, history, base
+        self.start = start
 
     def after_epoch(self) -> None:
+        if self.epoch < self.start:  # fastai's SkipToEpoch still fires after_epoch on a resume
+            return
         names = list(self.recorder.metric_names)[1:-1]  # drop 'epoch' and 'time'
         values = list(self.recorder.log)[1 : 1 + len(names)]
         row = {"stage": self.stage, "epoch": self.epoch}
@@ -299,7 +302,7 @@ def train(
     if lr is None:
         lr = find_lr(learn, config, run_dir) if config.train.lr_find else config.train.lr_fallback
     state = {"lr": lr}
-    return _fit_stages(learn, config, prepared, run_dir, state, history=[], start=("frozen", 0))
+    return _fit_stages(learn, config, prepared, run_dir, state, history=[])
 
 
 def resume(run_dir: str | Path, show_progress: bool = True) -> Path:
@@ -317,17 +320,25 @@ def resume(run_dir: str | Path, show_progress: bool = True) -> Path:
         _quiet(learn)
     state = dict(ckpt["state"])
     history = list(state.pop("history"))
-    stage, done = state.pop("stage"), state.pop("stage_epochs_done")
-    if stage == "frozen" and done >= config.train.frozen_epochs:
-        stage, done = "unfrozen", 0
+    stage, done = _next_step(config, state.pop("stage"), state.pop("stage_epochs_done"))
+    learn.create_opt()
     if stage == "frozen":
         learn.freeze()
     else:
         learn.unfreeze()
-    if "opt" in ckpt and done > 0:
-        learn.opt.load_state_dict(ckpt["opt"])
-    logger.info("resuming %s at %s epoch %d", run_dir, stage, done)
-    return _fit_stages(learn, config, prepared, run_dir, state, history, start=(stage, done))
+    if "opt" in ckpt and done > 0:  # mid-stage: the optimizer's moments carry on
+        from fastcore.foundation import L
+
+        opt_state = ckpt["opt"]
+        learn.opt.load_state_dict({"state": opt_state["state"], "hypers": L(opt_state["hypers"])})
+    logger.info("resuming %s: %s stage, %d epoch(s) done", run_dir, stage, done)
+    return _fit_stages(learn, config, prepared, run_dir, state, history, stage, done)
+
+
+def _next_step(config: Config, stage: str, done: int) -> tuple[str, int]:
+    if stage == "frozen" and done >= config.train.frozen_epochs:
+        return "unfrozen", 0
+    return stage, done
 
 
 def _fit_stages(
@@ -337,31 +348,28 @@ def _fit_stages(
     run_dir: Path,
     state: dict[str, Any],
     history: list[dict],
-    start: tuple[str, int],
+    stage: str = "frozen",
+    done: int = 0,
 ) -> Path:
+    """Frozen then unfrozen one-cycle, starting at (stage, epochs already done in it)."""
     lr = float(state["lr"])
-    stage, done = start
     t0 = time.time()
-    if stage == "frozen" and config.train.frozen_epochs > 0:
+    stage, done = _next_step(config, stage, done)
+    if stage == "frozen":
         learn.freeze()
-        cb = EpochCheckpoint(run_dir, "frozen", history, state)
-        learn.fit_one_cycle(
-            config.train.frozen_epochs, lr, start_epoch=done, cbs=[cb], reset_opt=done == 0
-        )
-        done = 0
-    if config.train.unfrozen_epochs > 0 and not (
-        stage == "unfrozen" and done >= config.train.unfrozen_epochs
-    ):
+        cb = EpochCheckpoint(run_dir, "frozen", history, state, start=done)
+        learn.fit_one_cycle(config.train.frozen_epochs, lr, start_epoch=done, cbs=[cb])
+        stage, done = "unfrozen", 0
+    if done < config.train.unfrozen_epochs:
         learn.unfreeze()
         # fastai's fine_tune recipe: halve the rate, spread it over the groups by lr_mult.
         base = lr / 2
-        cb = EpochCheckpoint(run_dir, "unfrozen", history, state)
+        cb = EpochCheckpoint(run_dir, "unfrozen", history, state, start=done)
         learn.fit_one_cycle(
             config.train.unfrozen_epochs,
             slice(base / config.train.lr_mult, base),
-            start_epoch=done if stage == "unfrozen" else 0,
+            start_epoch=done,
             cbs=[cb],
-            reset_opt=not (stage == "unfrozen" and done > 0),
         )
     logger.info("training took %.1fs", time.time() - t0)
 
