@@ -149,6 +149,20 @@ def utzap_config_dict(utzap_root) -> dict:
     }
 
 
+@pytest.fixture(scope="session")
+def trained_run(utzap_config_dict, tmp_path_factory):
+    """A small three-head run trained once on the fixture (lr from lr_find)."""
+    import json
+
+    from zapmulti.config import config_from_dict
+    from zapmulti.train import train
+
+    raw = json.loads(json.dumps(utzap_config_dict))
+    raw["train"].update(lr=None, lr_find_iters=20)
+    out = tmp_path_factory.mktemp("runs") / "fixture-run"
+    return train(config_from_dict(raw), out, show_progress=False)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Image caches go to a temporary folder, never to the user's home."""

@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-from test_train import trained_run  # noqa: F401 - shared session fixture
 
 from zapmulti import artifacts
 from zapmulti.artifacts import load_run
@@ -24,7 +23,7 @@ print(json.dumps({"rows": frame.to_dict(orient="list"), "fastai": "fastai" in mo
 """
 
 
-def test_predictions_identical_in_a_new_process(trained_run, utzap_root):  # noqa: F811
+def test_predictions_identical_in_a_new_process(trained_run, utzap_root):
     images = utzap_root / "ut-zap50k-images-square"
     here = predict(trained_run, [images], batch_size=4, workers=0)
     out = subprocess.run(
@@ -41,14 +40,14 @@ def test_predictions_identical_in_a_new_process(trained_run, utzap_root):  # noq
     assert not there["fastai"]  # inference does not need the training stack
 
 
-def test_weights_are_safetensors_not_pickle(trained_run):  # noqa: F811
+def test_weights_are_safetensors_not_pickle(trained_run):
     from safetensors.torch import load_file
 
     state = load_file(str(trained_run / artifacts.WEIGHTS))
     assert any(k.startswith("heads.gender") for k in state)
 
 
-def test_version_mismatch_is_named(trained_run, tmp_path):  # noqa: F811
+def test_version_mismatch_is_named(trained_run, tmp_path):
     import shutil
 
     copy = tmp_path / "old"
@@ -60,7 +59,7 @@ def test_version_mismatch_is_named(trained_run, tmp_path):  # noqa: F811
         load_run(copy)
 
 
-def test_heads_that_do_not_match_the_config_are_named(trained_run, tmp_path):  # noqa: F811
+def test_heads_that_do_not_match_the_config_are_named(trained_run, tmp_path):
     import shutil
 
     copy = tmp_path / "edited"

@@ -8,7 +8,6 @@ import zipfile
 import pandas as pd
 import pytest
 import yaml
-from test_train import trained_run  # noqa: F401 - shared session fixture
 
 from zapmulti import download
 from zapmulti.cli import main
@@ -107,7 +106,7 @@ def test_train_evaluate_predict(utzap_config_dict, utzap_root, tmp_path, capsys)
     assert records[0]["path"] == frame["path"][0]
 
 
-def test_predict_missing_path_is_an_error(trained_run, capsys):  # noqa: F811
+def test_predict_missing_path_is_an_error(trained_run, capsys):
     assert main(["predict", str(trained_run), "/no/such/image.jpg"]) == 2
     assert "no such file or folder: /no/such/image.jpg" in capsys.readouterr().err
 

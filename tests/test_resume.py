@@ -31,7 +31,9 @@ def test_sigkill_then_resume_continues_history(utzap_config_dict, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "zapmulti.cli", "train", str(cfg), "--out", str(run), "--quiet"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None:

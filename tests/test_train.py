@@ -15,14 +15,6 @@ from zapmulti.errors import DataError, RunDirError
 from zapmulti.train import prepare_data, train
 
 
-@pytest.fixture(scope="session")
-def trained_run(utzap_config_dict, tmp_path_factory):
-    raw = json.loads(json.dumps(utzap_config_dict))
-    raw["train"].update(lr=None, lr_find_iters=20)
-    out = tmp_path_factory.mktemp("runs") / "fixture-run"
-    return train(config_from_dict(raw), out, show_progress=False)
-
-
 def test_run_directory_is_complete(trained_run):
     for name in [
         artifacts.WEIGHTS,

@@ -392,6 +392,8 @@ def _fit_stages(
 def evaluate_learner(learn: Learner, prepared: PreparedData) -> dict[str, Any]:
     """Per-head metrics on the validation rows with the learner's current weights."""
     probs, targets = learn.get_preds(ds_idx=1)
+    if isinstance(probs, torch.Tensor):  # fastai unwraps a one-head tuple
+        probs = (probs,)
     targets = targets.numpy()
     out: dict[str, Any] = {}
     for i, spec in enumerate(prepared.specs):

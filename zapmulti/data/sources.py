@@ -319,8 +319,10 @@ def read_csv_catalogue(root: Path, data: DataConfig) -> pd.DataFrame:
         str(check_inside_root(root, Path(p), f"{csv_path} line {i + 2}", data.allow_outside_root))
         for i, p in enumerate(rel)
     ]
+    keys = [str(p).replace("\\", "/") for p in rel]
+    table = _free_reserved_columns(table, data.path_column, csv_path)
     table.insert(0, "path", paths)
-    table.insert(1, "key", [str(p).replace("\\", "/") for p in rel])
+    table.insert(1, "key", keys)
     dup = table["key"].duplicated()
     if dup.any():
         logger.warning(
@@ -332,6 +334,22 @@ def read_csv_catalogue(root: Path, data: DataConfig) -> pd.DataFrame:
         table = table[~dup]
     table["group"] = table["key"]
     return _drop_missing_files(table, csv_path)
+
+
+RESERVED = ("path", "key", "group")
+
+
+def _free_reserved_columns(table: pd.DataFrame, path_column: str | None, source: Path):
+    """Make room for zapmulti's own columns; a catalogue column of the same name is renamed."""
+    for name in RESERVED:
+        if name not in table.columns:
+            continue
+        if name == path_column == "path":
+            table = table.drop(columns=name)  # its relative form lives on as `key`
+            continue
+        logger.info("%s: column %r is renamed to 'csv_%s' (the name is reserved)", source, name, name)
+        table = table.rename(columns={name: f"csv_{name}"})
+    return table
 
 
 def _drop_missing_files(table: pd.DataFrame, source: Path) -> pd.DataFrame:

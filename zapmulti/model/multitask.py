@@ -65,6 +65,8 @@ class MultiTaskLoss(nn.Module):
         self.weights = [s.weight for s in specs]
 
     def forward(self, preds: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        if isinstance(preds, torch.Tensor):
+            preds = (preds,)
         total = preds[0].new_zeros((), dtype=torch.float32)
         for i, (head, out, w) in enumerate(zip(self._heads, preds, self.weights, strict=True)):
             if w:
@@ -73,6 +75,8 @@ class MultiTaskLoss(nn.Module):
 
     def activation(self, preds: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """Turn raw outputs into probabilities (used by fastai's get_preds)."""
+        if isinstance(preds, torch.Tensor):  # fastai unwraps a one-head tuple
+            preds = (preds,)
         return tuple(torch.softmax(p.float(), dim=-1) for p in preds)
 
 
