@@ -118,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="use a local copy of an archive instead of downloading it (repeatable)",
     )
     p.set_defaults(func=_cmd_download)
+
+    # -- retrieval commands (issue 3) --
+    # -- report command (issue 4) --
+    # -- check-data command (issue 5) --
     return parser
 
 

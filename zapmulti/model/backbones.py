@@ -1,4 +1,4 @@
-"""torchvision classification models by name, as pooled-feature backbones, with weight resolution."""
+"""torchvision classification models by name as pooled-feature backbones; weight resolution."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def available_backbones() -> list[str]:
 
 
 def _strip_classifier(model: nn.Module, name: str) -> int:
-    """Replace the final Linear of a torchvision classifier with Identity; return its in_features."""
+    """Replace the final Linear of a torchvision classifier by Identity; return in_features."""
     for attr in ("fc", "classifier", "heads", "head"):
         module = getattr(model, attr, None)
         if module is None:
