@@ -153,7 +153,9 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
             f"{config_heads}"
         )
     specs = [
-        HeadSpec(name=h.name, classes=vocabs[h.name], type=h.type, weight=h.weight)
+        HeadSpec(
+            name=h.name, classes=vocabs[h.name], type=h.type, weight=h.weight, options=h.options
+        )
         for h in config.heads
     ]
     model = build_model(config.model.backbone, "none", specs, config.model.dropout)

@@ -79,6 +79,9 @@ class HeadConfig(_Strict):
     other_label: str = "other"
     weight: float = Field(1.0, ge=0.0, description="loss weight")
     class_weights: Literal["none", "balanced"] | dict[str, float] = "none"
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="settings of the head type (e.g. embedding dim, loss)"
+    )
 
     @field_validator("name")
     @classmethod

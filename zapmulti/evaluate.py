@@ -65,7 +65,7 @@ def evaluate(
     if own:
         rows = np.flatnonzero(load_split(run.path / "split.csv", table["key"]))
 
-    heads = [h for h in cfg.heads if h.column in table.columns]
+    heads = [h for h in cfg.heads if h.column in table.columns and h.type == "classification"]
     absent = [h.name for h in cfg.heads if h.column not in table.columns]
     if not heads:
         raise ConfigError(

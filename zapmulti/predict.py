@@ -66,7 +66,11 @@ def _device(device: str | torch.device | None) -> torch.device:
 def infer_batches(
     model: torch.nn.Module, batches, device: torch.device, total: int | None = None
 ) -> list[np.ndarray]:
-    """Run uint8 image batches through the model; per-head probability arrays, in order."""
+    """Run uint8 image batches through the model; one array per head, in head order.
+
+    Classification heads give probabilities (softmax); other head types their raw output.
+    """
+    kinds = [s.type for s in model.specs]
     model.eval().to(device)
     chunks: list[list[np.ndarray]] | None = None
     bar = progress_bar(batches, total=total, leave=False) if total else batches
@@ -78,7 +82,10 @@ def infer_batches(
                 outs = model(x)
         else:
             outs = model(x)
-        probs = [torch.softmax(o.float(), dim=-1).cpu().numpy() for o in outs]
+        probs = [
+            (torch.softmax(o.float(), dim=-1) if k == "classification" else o.float()).cpu().numpy()
+            for o, k in zip(outs, kinds, strict=True)
+        ]
         if chunks is None:
             chunks = [[] for _ in probs]
         for store, p in zip(chunks, probs, strict=True):
@@ -143,7 +150,10 @@ def predict(
     probs = infer_batches(run.model, batches(), dev, total=len(loader))
     frame = pd.DataFrame({"path": files})
     failed = np.array([bool(e) for e in errors], dtype=bool)
-    for name, p in zip(run.head_names, probs, strict=True):
+    for spec, p in zip(run.model.specs, probs, strict=True):
+        if spec.type != "classification":
+            continue
+        name = spec.name
         classes = np.array(run.vocabs[name], dtype=object)
         labels = classes[p.argmax(1)] if len(p) else np.array([], dtype=object)
         conf = p.max(1) if len(p) else np.array([])

@@ -88,7 +88,8 @@ def prepare_data(
         for i, h in enumerate(config.heads)
     }
     specs = [
-        HeadSpec(h.name, vocabs[h.name], h.type, h.weight, weights[h.name]) for h in config.heads
+        HeadSpec(h.name, vocabs[h.name], h.type, h.weight, weights[h.name], dict(h.options))
+        for h in config.heads
     ]
 
     m = config.model
@@ -397,6 +398,8 @@ def evaluate_learner(learn: Learner, prepared: PreparedData) -> dict[str, Any]:
     targets = targets.numpy()
     out: dict[str, Any] = {}
     for i, spec in enumerate(prepared.specs):
+        if spec.type != "classification":
+            continue
         out[spec.name] = head_metrics(targets[:, i], probs[i].float().numpy())
     return out
 

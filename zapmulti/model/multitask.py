@@ -63,6 +63,7 @@ class MultiTaskLoss(nn.Module):
         super().__init__()
         self._heads = list(heads.values())
         self.weights = [s.weight for s in specs]
+        self.kinds = [s.type for s in specs]
 
     def forward(self, preds: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         if isinstance(preds, torch.Tensor):
@@ -77,7 +78,10 @@ class MultiTaskLoss(nn.Module):
         """Turn raw outputs into probabilities (used by fastai's get_preds)."""
         if isinstance(preds, torch.Tensor):  # fastai unwraps a one-head tuple
             preds = (preds,)
-        return tuple(torch.softmax(p.float(), dim=-1) for p in preds)
+        return tuple(
+            torch.softmax(p.float(), dim=-1) if k == "classification" else p.float()
+            for p, k in zip(preds, self.kinds, strict=True)
+        )
 
 
 def head_modules(model: MultiTaskModel) -> list[Head]:
