@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,6 +67,17 @@ def _cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check_data(args: argparse.Namespace) -> int:
+    from zapmulti.config import load_config
+    from zapmulti.data.audit import check_data
+
+    report = check_data(load_config(args.config), args.out, workers=args.workers)
+    for row in report.itertuples():
+        print(f"{row.path}: {row.reason}")
+    print(f"{len(report)} bad file(s); list written to {args.out}")
+    return 1 if len(report) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zapmulti", description="Multi-task attribute classification of footwear images."
@@ -122,7 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
     # -- retrieval commands (issue 3) --
     # -- report command (issue 4) --
     # -- check-data command (issue 5) --
+    p = sub.add_parser("check-data", help="audit every image of a catalogue")
+    p.add_argument("config", help="YAML config whose data section to audit")
+    p.add_argument(
+        "--out", default="bad_images.csv", help="CSV of bad files (default: %(default)s)"
+    )
+    p.add_argument(
+        "--workers", type=int, default=None, help="decode processes (default: all cores)"
+    )
+    p.set_defaults(func=_cmd_check_data)
     return parser
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # SIGTERM ends a run like Ctrl-C: the last completed epoch's checkpoint stays resumable.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return args.func(args)
     except ZapmultiError as exc:

@@ -35,7 +35,9 @@ def test_rare_classes_fold_into_other():
     values = pd.Series(["a"] * 5 + ["b"] * 3 + ["c"] * 2 + ["d"] + [None])
     vocab = build_vocab(values, head)
     assert vocab == ["a", "b", "other"]
-    targets = build_targets(pd.DataFrame({"b": values.tolist() + ["zzz"]}), [head], {"brand": vocab})
+    targets = build_targets(
+        pd.DataFrame({"b": values.tolist() + ["zzz"]}), [head], {"brand": vocab}
+    )
     assert targets[:, 0].tolist() == [0] * 5 + [1] * 3 + [2] * 3 + [MISSING, 2]
 
 

@@ -25,7 +25,9 @@ def test_utzap_reads_mat_and_meta_by_row_order(utzap_root, caplog):
     first = table.iloc[0]
     assert first["key"] == "Shoes/Oxfords/Bostonian/100627.72.jpg"
     assert (first["Category"], first["SubCategory"], first["Brand"]) == (
-        "Shoes", "Oxfords", "Bostonian"
+        "Shoes",
+        "Oxfords",
+        "Bostonian",
     )
     assert first["CID"] == "100627-72" and first["group"] == "100627"
     assert first["Gender"] == "Men" and first["Material"] == "Leather"
@@ -72,8 +74,9 @@ def _csv(tmp_path, text: str, **kw) -> pd.DataFrame:
     for i in range(1, 6):
         (tmp_path / "images" / f"{i}.jpg").write_bytes(b"x")
     (tmp_path / "cat.csv").write_text(text)
-    cfg = DataConfig(source="csv", root=str(tmp_path), csv="cat.csv",
-                     path_template="images/{id}.jpg", **kw)
+    cfg = DataConfig(
+        source="csv", root=str(tmp_path), csv="cat.csv", path_template="images/{id}.jpg", **kw
+    )
     return load_table(cfg)
 
 
@@ -100,8 +103,9 @@ def test_csv_can_skip_or_refuse_overlong_lines(tmp_path):
 
 def test_csv_missing_template_column_lists_columns(tmp_path):
     (tmp_path / "cat.csv").write_text("sku,gender\n1,Men\n")
-    cfg = DataConfig(source="csv", root=str(tmp_path), csv="cat.csv",
-                     path_template="images/{id}.jpg")
+    cfg = DataConfig(
+        source="csv", root=str(tmp_path), csv="cat.csv", path_template="images/{id}.jpg"
+    )
     with pytest.raises(DataError, match=r"\['id'\].*columns present: \['sku', 'gender'\]"):
         load_table(cfg)
 
@@ -132,16 +136,25 @@ def test_folder_source_labels_by_parent(tmp_path):
 
 @needs_shared(FASHION)
 def test_shared_data_fashion_csv_loads_all_rows():
-    cfg = DataConfig(source="csv", root=str(FASHION), csv="styles.csv",
-                     path_template="images/{id}.jpg")
+    cfg = DataConfig(
+        source="csv", root=str(FASHION), csv="styles.csv", path_template="images/{id}.jpg"
+    )
     table = load_table(cfg)
     assert len(table) == 4000
     assert table["gender"].value_counts().to_dict() == {
-        "Men": 1700, "Women": 1700, "Unisex": 486, "Girls": 60, "Boys": 54
+        "Men": 1700,
+        "Women": 1700,
+        "Unisex": 486,
+        "Girls": 60,
+        "Boys": 54,
     }
 
 
 @needs_shared(ZAPPOS)
 def test_shared_data_zappos_folder_source():
     table = read_folder(ZAPPOS / "images", "Category")
-    assert table["Category"].value_counts().to_dict() == {"Boot": 1004, "Sandal": 1000, "Shoe": 1000}
+    assert table["Category"].value_counts().to_dict() == {
+        "Boot": 1004,
+        "Sandal": 1000,
+        "Shoe": 1000,
+    }

@@ -60,7 +60,9 @@ def _to_rgb(img: Image.Image, background: int) -> Image.Image:
         img = Image.fromarray(np.clip(arr / peak * 255.0, 0, 255).astype(np.uint8), mode="L")
     elif img.mode == "F":
         arr = np.asarray(img, dtype=np.float64)
-        img = Image.fromarray(np.clip(arr * (255.0 if arr.max() <= 1 else 1), 0, 255).astype(np.uint8))
+        img = Image.fromarray(
+            np.clip(arr * (255.0 if arr.max() <= 1 else 1), 0, 255).astype(np.uint8)
+        )
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "RGB" and "transparency" in img.info):
@@ -81,7 +83,9 @@ def resize_image(img: Image.Image, size: int, method: str = "pad", fill: int = 2
     raise ValueError(f"resize method must be 'pad' or 'squish', got {method!r}")
 
 
-def load_array(path: str | os.PathLike, size: int, method: str = "pad", fill: int = 255) -> np.ndarray:
+def load_array(
+    path: str | os.PathLike, size: int, method: str = "pad", fill: int = 255
+) -> np.ndarray:
     """Decode and resize one image into a HxWx3 uint8 array."""
     return np.array(resize_image(decode_image(path, fill), size, method, fill), dtype=np.uint8)
 

@@ -119,7 +119,9 @@ def class_weights(
     if isinstance(spec, dict):
         unknown = sorted(set(spec) - set(vocab))
         if unknown:
-            raise DataError(f"class_weights names unknown class(es) {unknown}; classes: {list(vocab)}")
+            raise DataError(
+                f"class_weights names unknown class(es) {unknown}; classes: {list(vocab)}"
+            )
         return np.array([float(spec.get(c, 1.0)) for c in vocab], dtype=np.float32)
     labelled = targets[targets != MISSING]
     counts = np.bincount(labelled, minlength=len(vocab)).astype(np.float64)

@@ -193,6 +193,7 @@ def read_ut_zap50k(root: Path) -> pd.DataFrame:
     meta = meta.drop(columns=[c for c in ("Category", "SubCategory") if c in meta.columns])
     meta = meta.rename(columns={"CID": "meta_CID"}) if "CID" in meta.columns else meta
     table = table.join(meta, on="row").drop(columns="row")
+    table.attrs["missing_files"] = missing
     if "meta_CID" in table.columns:
         mismatch = table["meta_CID"].notna() & (table["meta_CID"] != table["CID"])
         if mismatch.any():
@@ -218,9 +219,13 @@ def _template_fields(template: str) -> list[str]:
 def _read_raw_csv(csv_path: Path, extra_fields: str) -> tuple[list[str], list[list[str]]]:
     """Parse a catalogue CSV that may have unquoted commas in its last field."""
     try:
-        text = csv_path.read_text(encoding="utf-8-sig")
+        # newline="" as the csv module asks: a quoted "\r" inside a field is kept as it is
+        with open(csv_path, encoding="utf-8-sig", newline="") as fh:
+            text = fh.read()
     except FileNotFoundError:
-        raise DataError(f"catalogue CSV not found: {csv_path}; check data.root and data.csv") from None
+        raise DataError(
+            f"catalogue CSV not found: {csv_path}; check data.root and data.csv"
+        ) from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{csv_path} is not UTF-8 text ({exc}); re-save it as UTF-8") from None
     reader = csv.reader(io.StringIO(text, newline=""))
@@ -258,7 +263,9 @@ def _read_raw_csv(csv_path: Path, extra_fields: str) -> tuple[list[str], list[li
     except csv.Error as exc:
         raise DataError(f"{csv_path} line {reader.line_num}: {exc}") from None
     if joined:
-        logger.info("%s: %d line(s) had extra commas, rejoined into %r", csv_path, joined, header[-1])
+        logger.info(
+            "%s: %d line(s) had extra commas, rejoined into %r", csv_path, joined, header[-1]
+        )
     if skipped:
         logger.warning("%s: skipped %d line(s) with too many fields", csv_path, skipped)
     return header, rows
@@ -347,7 +354,9 @@ def _free_reserved_columns(table: pd.DataFrame, path_column: str | None, source:
         if name == path_column == "path":
             table = table.drop(columns=name)  # its relative form lives on as `key`
             continue
-        logger.info("%s: column %r is renamed to 'csv_%s' (the name is reserved)", source, name, name)
+        logger.info(
+            "%s: column %r is renamed to 'csv_%s' (the name is reserved)", source, name, name
+        )
         table = table.rename(columns={name: f"csv_{name}"})
     return table
 
@@ -362,7 +371,9 @@ def _drop_missing_files(table: pd.DataFrame, source: Path) -> pd.DataFrame:
             source,
             gone[:3],
         )
-    return table[exists].reset_index(drop=True)
+    kept = table[exists].reset_index(drop=True)
+    kept.attrs["missing_files"] = table.loc[~exists, "key"].tolist()
+    return kept
 
 
 # --------------------------------------------------------------------------- folder
@@ -383,9 +394,7 @@ def read_folder(root: Path, label_column: str = "label") -> pd.DataFrame:
         rel = path.relative_to(root)
         if len(rel.parts) < 2:
             continue
-        rows.append(
-            {"path": str(path), "key": rel.as_posix(), label_column: path.parent.name}
-        )
+        rows.append({"path": str(path), "key": rel.as_posix(), label_column: path.parent.name})
     if not rows:
         raise DataError(f"{root}: no images found in sub-folders (expected root/<label>/<image>)")
     table = pd.DataFrame(rows)
