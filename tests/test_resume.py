@@ -1,4 +1,4 @@
-"""A training process killed with SIGKILL resumes from its last completed epoch."""
+"""A training process killed by Ctrl-C, SIGTERM or SIGKILL resumes from its last epoch."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from zapmulti.cli import main
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_continues_history(utzap_config_dict, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_killed_training_resumes_from_last_epoch(sig, utzap_config_dict, tmp_path):
     raw = json.loads(json.dumps(utzap_config_dict))
     raw["model"]["image_size"] = 64
     raw["train"].update(frozen_epochs=1, unfrozen_epochs=8)
@@ -43,9 +44,13 @@ def test_sigkill_then_resume_continues_history(utzap_config_dict, tmp_path):
                 break
         time.sleep(0.05)
     assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-    proc.send_signal(signal.SIGKILL)
+    proc.send_signal(sig)
     proc.wait()
+    err = proc.stderr.read().decode()
     proc.stderr.close()
+    if sig != signal.SIGKILL:  # Ctrl-C and SIGTERM end with a message that says how to go on
+        assert proc.returncode == 130, err[-2000:]
+        assert "zapmulti train --resume" in err
 
     saved = torch.load(ckpt, weights_only=True)["state"]
     done = len(saved["history"])
