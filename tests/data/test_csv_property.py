@@ -29,7 +29,7 @@ rows = st.lists(st.tuples(text, text), min_size=1, max_size=8)
 QUOTING = [csv.QUOTE_MINIMAL, csv.QUOTE_ALL, csv.QUOTE_NONNUMERIC]
 
 
-def _load(body: str, n: int) -> "object":
+def _load(body: str, n: int) -> object:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "images").mkdir()
