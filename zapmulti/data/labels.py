@@ -96,7 +96,7 @@ def build_vocab(train_values: pd.Series, head: HeadConfig) -> list[str]:
 
 
 def encode(values: pd.Series, vocab: Sequence[str], other_label: str | None) -> np.ndarray:
-    """Class indices of `values`; unknown labels map to `other` if the vocab has it, else MISSING."""
+    """Class indices of `values`; unknown labels map to `other` if present, else MISSING."""
     index = {c: i for i, c in enumerate(vocab)}
     fallback = index.get(other_label, MISSING) if other_label is not None else MISSING
     return np.array(
