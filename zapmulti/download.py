@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import shutil
@@ -141,6 +142,11 @@ def download_ut_zap50k(
             try:
                 logger.info("downloading %s", archive.url)
                 _fetch(archive.url, zpath, timeout, show_progress)
+            except http.client.HTTPException as exc:  # e.g. IncompleteRead: the link dropped
+                raise DownloadError(
+                    f"{archive.url}: interrupted ({type(exc).__name__}); run the command again "
+                    f"to resume from {zpath}.part"
+                ) from None
             except (urllib.error.URLError, OSError, TimeoutError) as exc:
                 raise DownloadError(
                     f"cannot download {archive.url} ({getattr(exc, 'reason', exc)}).\n"
