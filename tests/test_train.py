@@ -91,3 +91,13 @@ def test_bad_images_skip_or_stop(utzap_root, utzap_config_dict, tmp_path):
     raw["train"]["bad_images"] = "stop"
     with pytest.raises(DataError, match=str(victim.name)):
         train(config_from_dict(raw), tmp_path / "run2", show_progress=False)
+
+
+def test_saved_split_is_reused(trained_run, utzap_config_dict, tmp_path):
+    raw = json.loads(json.dumps(utzap_config_dict))
+    raw["split"] = {"valid_pct": 0.5, "seed": 99, "file": str(trained_run / artifacts.SPLIT)}
+    raw["train"].update(frozen_epochs=0, unfrozen_epochs=1)
+    run = train(config_from_dict(raw), tmp_path / "again", show_progress=False)
+    first = pd.read_csv(trained_run / artifacts.SPLIT)
+    second = pd.read_csv(run / artifacts.SPLIT)
+    pd.testing.assert_frame_equal(first, second)  # valid_pct and seed are ignored
