@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from zapmulti.artifacts import Run, load_run, write_json
-from zapmulti.config import Config, load_config
+from zapmulti.config import Config, HeadConfig, load_config
 from zapmulti.data import read_catalogue
 from zapmulti.data.images import build_cache
 from zapmulti.data.labels import build_targets, head_values, unknown_count
@@ -43,20 +44,30 @@ def _data_config(run: Run, data: str | os.PathLike | None) -> tuple[Config, bool
     return cfg, False
 
 
-def evaluate(
+@dataclass
+class CataloguePredictions:
+    """A run's predictions for the scored rows of a catalogue, with their targets and images."""
+
+    config: Config  # the run's config, with the data section evaluated on
+    table: pd.DataFrame  # the whole catalogue table
+    rows: np.ndarray  # table rows scored: the split's (or all) rows whose image decodes
+    heads: list[HeadConfig]  # classification heads whose column is in the catalogue
+    targets: np.ndarray  # [len(rows), len(heads)], MISSING where a head has no label
+    probs: dict[str, np.ndarray]  # head name -> [len(rows), classes] probabilities
+    images: np.ndarray  # the preprocessed (N, H, W, 3) uint8 cache, indexed by table row
+    own: bool  # True: the run's validation split; False: a whole other catalogue
+    absent: list[str]  # heads whose column is not in the catalogue
+    unreadable: int  # images in the catalogue that could not be decoded
+
+
+def predict_catalogue(
     run: Run | str | os.PathLike,
     data: str | os.PathLike | None = None,
     batch_size: int = 128,
     device: str | None = None,
     show_progress: bool = True,
-) -> dict[str, Any]:
-    """Accuracy, error rate, macro-F1 and top-5 accuracy (above 5 classes) for every head.
-
-    Args:
-        run: a run directory or a loaded Run.
-        data: None for the run's validation split; a folder (the run's data settings with
-            another root) or a config YAML for a whole other catalogue.
-    """
+) -> CataloguePredictions:
+    """Predict every classification head for the rows `evaluate` scores (see there for `data`)."""
     if not isinstance(run, Run):
         run = load_run(run)
     cfg, own = _data_config(run, data)
@@ -83,14 +94,45 @@ def evaluate(
         show_progress=show_progress,
     )
     rows = np.array([r for r in rows if r not in cache.bad], dtype=np.int64)
-    probs = predict_array(run.model, cache.array, rows, batch_size, device)
+    probs = predict_array(run.model, cache.array, rows, batch_size, device, show_progress)
     order = {n: i for i, n in enumerate(run.head_names)}
+    return CataloguePredictions(
+        config=cfg,
+        table=table,
+        rows=rows,
+        heads=heads,
+        targets=targets[rows],
+        probs={h.name: probs[order[h.name]] for h in heads},
+        images=cache.array,
+        own=own,
+        absent=absent,
+        unreadable=len(cache.bad),
+    )
+
+
+def evaluate(
+    run: Run | str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    batch_size: int = 128,
+    device: str | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Accuracy, error rate, macro-F1, balanced and top-5 accuracy (above 5 classes) per head.
+
+    Args:
+        run: a run directory or a loaded Run.
+        data: None for the run's validation split; a folder (the run's data settings with
+            another root) or a config YAML for a whole other catalogue.
+    """
+    if not isinstance(run, Run):
+        run = load_run(run)
+    pred = predict_catalogue(run, data, batch_size, device, show_progress)
 
     result: dict[str, Any] = {}
-    for j, head in enumerate(heads):
-        values = head_values(table.iloc[rows], head)
+    for j, head in enumerate(pred.heads):
+        values = head_values(pred.table.iloc[pred.rows], head)
         vocab = run.vocabs[head.name]
-        stats = head_metrics(targets[rows, j], probs[order[head.name]])
+        stats = head_metrics(pred.targets[:, j], pred.probs[head.name])
         # Labels outside the stored vocabulary are scored as "other" where the head folds rare
         # classes; otherwise they cannot be scored, and are counted here instead.
         stats["unknown_labels"] = (
@@ -98,11 +140,11 @@ def evaluate(
         )
         result[head.name] = stats
     result["_meta"] = {
-        "rows": int(len(rows)),
-        "unreadable_images": len(cache.bad),
-        "data_root": cfg.data.root,
-        "split": "valid" if own else "all",
-        "heads_without_column": absent,
+        "rows": int(len(pred.rows)),
+        "unreadable_images": pred.unreadable,
+        "data_root": pred.config.data.root,
+        "split": "valid" if pred.own else "all",
+        "heads_without_column": pred.absent,
     }
     return result
 

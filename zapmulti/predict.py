@@ -101,6 +101,7 @@ def predict_array(
     rows: np.ndarray,
     batch_size: int = 128,
     device: str | torch.device | None = None,
+    show_progress: bool = True,
 ) -> list[np.ndarray]:
     """Probabilities for rows of a preprocessed (N, H, W, 3) uint8 array (e.g. the image cache)."""
     dev = _device(device)
@@ -111,7 +112,7 @@ def predict_array(
             yield torch.from_numpy(np.ascontiguousarray(images[idx])).permute(0, 3, 1, 2)
 
     n_batches = (len(rows) + batch_size - 1) // batch_size
-    return infer_batches(model, batches(), dev, total=n_batches)
+    return infer_batches(model, batches(), dev, total=n_batches if show_progress else None)
 
 
 def predict(
