@@ -77,10 +77,10 @@ def cached_features(
     key = f"{cache.path.stem}-{weights_key(model)}"
     data_path, meta_path = cache_dir / f"features-{key}.f32", cache_dir / f"features-{key}.json"
     shape = (len(cache), model.in_features)
-    if data_path.exists() and meta_path.exists():
-        if json.loads(meta_path.read_text()).get("shape") == list(shape):
-            logger.info("feature cache hit: %s", data_path)
-            return np.memmap(data_path, dtype=np.float32, mode="r", shape=shape)
+    fresh = data_path.exists() and meta_path.exists()
+    if fresh and json.loads(meta_path.read_text()).get("shape") == list(shape):
+        logger.info("feature cache hit: %s", data_path)
+        return np.memmap(data_path, dtype=np.float32, mode="r", shape=shape)
     feats = extract_features(model, cache.array, None, batch_size, device, show_progress)
     with atomic_path(data_path) as tmp:
         feats.tofile(tmp)
