@@ -13,8 +13,7 @@ import pandas as pd
 
 from zapmulti.artifacts import Run, load_run, write_json
 from zapmulti.config import Config, HeadConfig, load_config
-from zapmulti.data import read_catalogue
-from zapmulti.data.images import build_cache
+from zapmulti.data import image_cache, read_catalogue
 from zapmulti.data.labels import build_targets, head_values, unknown_count
 from zapmulti.data.splits import load_split
 from zapmulti.errors import ConfigError
@@ -83,16 +82,7 @@ def predict_catalogue(
             f"none of the run's head columns {[h.column for h in cfg.heads]} is in the catalogue"
         )
     targets = build_targets(table, heads, run.vocabs)
-    m = cfg.model
-    cache = build_cache(
-        table["path"].tolist(),
-        m.image_size,
-        m.resize,
-        m.pad_value,
-        cfg.cache_dir,
-        workers=cfg.train.num_workers,
-        show_progress=show_progress,
-    )
+    cache = image_cache(cfg, table, show_progress)
     rows = np.array([r for r in rows if r not in cache.bad], dtype=np.int64)
     probs = predict_array(run.model, cache.array, rows, batch_size, device, show_progress)
     order = {n: i for i, n in enumerate(run.head_names)}

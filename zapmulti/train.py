@@ -21,8 +21,8 @@ from fastai.torch_core import set_seed
 
 from zapmulti import artifacts
 from zapmulti.config import Config
-from zapmulti.data import read_catalogue
-from zapmulti.data.images import ImageCache, build_cache
+from zapmulti.data import image_cache, read_catalogue
+from zapmulti.data.images import ImageCache
 from zapmulti.data.labels import MISSING, build_targets, build_vocabs, class_weights
 from zapmulti.data.loaders import make_dataloaders
 from zapmulti.data.splits import grouped_split, load_split, save_split
@@ -92,16 +92,7 @@ def prepare_data(
         for h in config.heads
     ]
 
-    m = config.model
-    cache = build_cache(
-        table["path"].tolist(),
-        m.image_size,
-        m.resize,
-        m.pad_value,
-        config.cache_dir,
-        workers=config.train.num_workers,
-        show_progress=show_progress,
-    )
+    cache = image_cache(config, table, show_progress)
     if cache.bad and config.train.bad_images == "stop":
         first = sorted(cache.bad.items())[:5]
         listing = "\n".join(f"  {table['path'].iloc[i]}: {why}" for i, why in first)

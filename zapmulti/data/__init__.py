@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from zapmulti.config import DataConfig
+from zapmulti.config import Config, DataConfig
+from zapmulti.data.images import ImageCache, build_cache
 from zapmulti.data.labels import derive_columns
 from zapmulti.data.sources import load_table
 
@@ -19,4 +20,18 @@ def read_catalogue(data: DataConfig, max_items: int | None = None, seed: int = 0
     return table
 
 
-__all__ = ["read_catalogue"]
+def image_cache(config: Config, table: pd.DataFrame, show_progress: bool = True) -> ImageCache:
+    """The preprocessed image cache of `table`'s images with the config's model settings."""
+    m = config.model
+    return build_cache(
+        table["path"].tolist(),
+        m.image_size,
+        m.resize,
+        m.pad_value,
+        config.cache_dir,
+        workers=config.train.num_workers,
+        show_progress=show_progress,
+    )
+
+
+__all__ = ["read_catalogue", "image_cache"]
