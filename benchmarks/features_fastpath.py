@@ -9,7 +9,7 @@ Side by side in one run, same split, same heads, same starting weights:
 Prints both times, their ratio, and the validation accuracy of each head under both.
 
 Usage:
-    python benchmarks/features_fastpath.py [--config configs/sample-fashion.yaml] [--epochs 30]
+    python benchmarks/features_fastpath.py [--config configs/sample-fashion.yaml] [--epochs 40]
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(DEFAULT_CONFIG))
     p.add_argument("--set", action="append", default=[])
-    p.add_argument("--epochs", type=int, default=30, help="head epochs on cached features")
-    p.add_argument("--head-lr", type=float, default=3e-3)
+    p.add_argument("--epochs", type=int, default=40, help="head epochs on cached features")
+    p.add_argument("--head-lr", type=float, default=1e-2)
     p.add_argument("--out")
     args = p.parse_args()
 

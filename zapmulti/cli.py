@@ -67,6 +67,19 @@ def _cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_add_head(args: argparse.Namespace) -> int:
+    from zapmulti.config import HeadConfig
+    from zapmulti.evaluate import metrics_table
+    from zapmulti.features import add_head
+
+    head = HeadConfig(name=args.name, column=args.column, min_count=args.min_count)
+    out = add_head(args.run_dir, head, args.out, args.epochs, args.lr, overwrite=args.overwrite)
+    metrics = json.loads((Path(out) / "metrics.json").read_text())
+    print(metrics_table({args.name: metrics[args.name]}))
+    print(f"run directory: {out}")
+    return 0
+
+
 def _cmd_check_data(args: argparse.Namespace) -> int:
     from zapmulti.config import load_config
     from zapmulti.data.audit import check_data
@@ -76,6 +89,200 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
         print(f"{row.path}: {row.reason}")
     print(f"{len(report)} bad file(s); list written to {args.out}")
     return 1 if len(report) else 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from zapmulti.report import build_report, report_summary
+
+    out = build_report(
+        args.run_dir,
+        args.data,
+        args.out,
+        batch_size=args.batch_size,
+        device=args.device,
+        bias_head=args.bias_head,
+        colour_column=args.colour_column,
+        top_losses=args.top_losses,
+    )
+    print(report_summary(out))
+    print(f"report written to {out / 'index.html'}")
+    return 0
+
+
+# -- retrieval (issue 3): index build / evaluate / add, search --
+
+
+def _cmd_index_build(args: argparse.Namespace) -> int:
+    from zapmulti.retrieval import build_index
+
+    index = build_index(
+        args.run_dir,
+        args.out,
+        data=args.data,
+        factory=args.factory,
+        embedding=args.embedding,
+        batch_size=args.batch_size,
+        device=args.device,
+        gpu=args.gpu,
+        overwrite=args.overwrite,
+        show_progress=not args.quiet,
+    )
+    m = index.manifest
+    print(
+        f"{m['items']} item(s) indexed in {args.out}: {m['embedding']} embedding, dim {m['dim']}, "
+        f"{m['factory_used']} ({m['index_type']}), cosine similarity"
+    )
+    for note in m["factory_notes"]:
+        print(f"note: {note}")
+    return 0
+
+
+def _cmd_index_evaluate(args: argparse.Namespace) -> int:
+    from zapmulti.artifacts import write_json
+    from zapmulti.retrieval import evaluate_index, evaluation_table
+
+    results = []
+    for index_dir in args.index_dirs:
+        result = evaluate_index(
+            index_dir,
+            labels=args.label or None,
+            k=args.k,
+            max_queries=args.max_queries or None,
+            seed=args.seed,
+        )
+        results.append(result)
+        if not args.out:
+            write_json(Path(index_dir) / "evaluation.json", result)
+    print(evaluation_table(results))
+    if args.out:
+        write_json(args.out, results[0] if len(results) == 1 else results)
+        print(f"metrics written to {args.out}")
+    else:
+        written = [str(Path(d) / "evaluation.json") for d in args.index_dirs]
+        print(f"metrics written to {', '.join(written)}")
+    return 0
+
+
+def _cmd_index_add(args: argparse.Namespace) -> int:
+    from zapmulti.retrieval import add_to_index
+
+    index, added = add_to_index(
+        args.index_dir,
+        args.data,
+        run=args.run,
+        batch_size=args.batch_size,
+        device=args.device,
+        show_progress=not args.quiet,
+    )
+    print(f"{added} item(s) added to {args.index_dir}; it now holds {len(index)}")
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from zapmulti.predict import write_predictions
+    from zapmulti.retrieval import load_index, save_grid, search
+
+    index = load_index(args.index_dir)
+    frame = search(
+        index,
+        args.queries,
+        k=args.k,
+        where=args.where,
+        exclude_self=args.exclude_self,
+        run=args.run,
+        ef_search=args.ef_search,
+        nprobe=args.nprobe,
+        device=args.device,
+    )
+    if args.out:
+        write_predictions(frame, args.out)
+        print(f"{len(frame)} result(s) written to {args.out}")
+    elif not args.grid:
+        print(frame.to_csv(index=False), end="")
+    if args.grid:
+        heads = list(dict.fromkeys(index.manifest.get("head_columns", {}).values()))
+        save_grid(frame, args.grid, labels=heads or None)
+        print(f"grid written to {args.grid}")
+    return 0
+
+
+def _add_retrieval_commands(sub: argparse._SubParsersAction) -> None:
+    index = sub.add_parser("index", help="build, evaluate or extend a similar-shoe search index")
+    actions = index.add_subparsers(dest="index_command", required=True)
+
+    p = actions.add_parser("build", help="embed a catalogue with a run and write an index folder")
+    p.add_argument("run_dir")
+    p.add_argument("--data", help="a config YAML or a data root (default: the run's catalogue)")
+    p.add_argument("--out", required=True, help="index folder to write")
+    p.add_argument(
+        "--factory",
+        default="Flat",
+        help="faiss factory string: Flat (exact, default), HNSW32, IVF256,Flat, IVF256,PQ16 ...",
+    )
+    p.add_argument(
+        "--embedding",
+        default="auto",
+        help="auto (embedding head if the run has one, else backbone), backbone, head, or a "
+        "head name",
+    )
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--gpu", action="store_true", help="build the faiss index on a GPU")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing index folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_index_build)
+
+    p = actions.add_parser("evaluate", help="retrieval metrics of one or more index folders")
+    p.add_argument("index_dirs", nargs="+", metavar="INDEX_DIR")
+    p.add_argument(
+        "--label",
+        nargs="+",
+        action="extend",
+        default=[],
+        help="label columns or head names to score (default: the run's head columns)",
+    )
+    p.add_argument("-k", type=int, default=10, help="neighbours for agreement and recall")
+    p.add_argument(
+        "--max-queries",
+        type=int,
+        default=2000,
+        help="score a seeded sample of this many items (0: all)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="JSON file (default: INDEX_DIR/evaluation.json)")
+    p.set_defaults(func=_cmd_index_evaluate)
+
+    p = actions.add_parser("add", help="add new catalogue items to an index without a rebuild")
+    p.add_argument("index_dir")
+    p.add_argument("--data", required=True, help="a config YAML or a data root")
+    p.add_argument("--run", help="run directory (default: the one that built the index)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_index_add)
+
+    p = sub.add_parser("search", help="find the catalogue items most similar to query images")
+    p.add_argument("index_dir")
+    p.add_argument("queries", nargs="+", metavar="QUERY_IMAGE", help="image files or folders")
+    p.add_argument("-k", type=int, default=10, help="neighbours per query (default 10)")
+    p.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keep items whose KEY equals VALUE (KEY!=VALUE to leave them out); repeat a key "
+        "for alternatives, different keys must all hold",
+    )
+    p.add_argument(
+        "--exclude-self", action="store_true", help="leave a query out of its own results"
+    )
+    p.add_argument("--out", help="FILE.csv or FILE.json (default: CSV on stdout)")
+    p.add_argument("--grid", help="PNG of each query beside its neighbours")
+    p.add_argument("--run", help="run directory (default: the one that built the index)")
+    p.add_argument("--ef-search", type=int, default=None, help="HNSW search depth")
+    p.add_argument("--nprobe", type=int, default=None, help="IVF lists to visit")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.set_defaults(func=_cmd_search)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,7 +339,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_download)
 
     # -- retrieval commands (issue 3) --
+    _add_retrieval_commands(sub)
     # -- report command (issue 4) --
+    p = sub.add_parser(
+        "report", help="HTML error analysis of every head, with a colour-bias section"
+    )
+    p.add_argument("run_dir")
+    p.add_argument(
+        "--data", help="a config YAML or a data root; default: the run's validation split"
+    )
+    p.add_argument("--out", help="report folder (default: RUN_DIR/report), replaced whole")
+    p.add_argument(
+        "--bias-head", help="head whose error is broken down by colour (default: gender)"
+    )
+    p.add_argument(
+        "--colour-column",
+        help="colour label column to check the computed colour against (default: found by name)",
+    )
+    p.add_argument("--top-losses", type=int, default=16, help="images per top-losses grid")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser(
+        "add-head", help="add a head to a trained run, trained in seconds on cached features"
+    )
+    p.add_argument("run_dir")
+    p.add_argument("--name", required=True, help="name of the new head")
+    p.add_argument("--column", required=True, help="label column it learns")
+    p.add_argument("--min-count", type=int, default=1, help="fold rarer classes into 'other'")
+    p.add_argument("--out", required=True, help="the new run directory")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_add_head)
+
     # -- check-data command (issue 5) --
     p = sub.add_parser("check-data", help="audit every image of a catalogue")
     p.add_argument("config", help="YAML config whose data section to audit")

@@ -93,9 +93,9 @@ def fit_head(
     features: np.ndarray,
     target: np.ndarray,
     rows: np.ndarray,
-    epochs: int = 30,
-    lr: float = 3e-3,
-    batch_size: int = 256,
+    epochs: int = 40,
+    lr: float = 1e-2,
+    batch_size: int = 1024,
     weight_decay: float = 0.01,
     seed: int = 0,
 ) -> list[float]:
@@ -115,20 +115,32 @@ def fit_head(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps)
     head.train()
     history = []
+    # A linear head on a few thousand rows is tiny work: torch's thread pool costs more than it
+    # saves there, and badly so when another process holds the other cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _epochs(head, x_all, y_all, gen, epochs, batch_size, opt, sched, history)
+    finally:
+        torch.set_num_threads(threads)
+    head.eval()
+    return history
+
+
+def _epochs(head, x_all, y_all, gen, epochs, batch_size, opt, sched, history) -> None:
+    n = len(x_all)
     for _ in range(epochs):
-        order = torch.randperm(len(rows), generator=gen)
-        total = 0.0
-        for start in range(0, len(rows), batch_size):
+        order = torch.randperm(n, generator=gen)
+        total = torch.zeros(())
+        for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
             loss = head.loss(head(x_all[idx]), y_all[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
-        history.append(total / len(rows))
-    head.eval()
-    return history
+            total += loss.detach() * len(idx)
+        history.append(float(total) / n)
 
 
 @torch.inference_mode()
@@ -142,8 +154,8 @@ def add_head(
     run_dir: str | os.PathLike,
     head: HeadConfig,
     out: str | os.PathLike,
-    epochs: int = 30,
-    lr: float = 3e-3,
+    epochs: int = 40,
+    lr: float = 1e-2,
     overwrite: bool = False,
     show_progress: bool = True,
 ) -> Path:

@@ -1,0 +1,109 @@
+"""End to end on the generated catalogue: a run with an embedding head, then every command."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from zapmulti.cli import main
+from zapmulti.retrieval import load_index
+
+
+@pytest.fixture(scope="module")
+def embedding_run(utzap_config_dict, tmp_path_factory):
+    """A category head plus an embedding head on the category, trained for one short epoch."""
+    from zapmulti.config import config_from_dict
+    from zapmulti.train import train
+
+    raw = json.loads(json.dumps(utzap_config_dict))
+    raw["heads"] = [
+        {"name": "category", "column": "Category"},
+        {
+            "name": "similar",
+            "column": "Category",
+            "type": "embedding",
+            "weight": 0.5,
+            "options": {"dim": 16, "loss": "multi_similarity", "miner": "multi_similarity"},
+        },
+    ]
+    raw["train"].update(lr_find=False, lr=1e-3, frozen_epochs=1, unfrozen_epochs=0)
+    out = tmp_path_factory.mktemp("runs") / "embedding-run"
+    return train(config_from_dict(raw), out, show_progress=False)
+
+
+def _new_catalogue(root) -> str:
+    """Four new shoes in a folder catalogue (root/<Category>/<image>) and its config."""
+    for i in range(4):
+        folder = root / "images" / ("Slippers" if i < 2 else "Boots")
+        folder.mkdir(parents=True, exist_ok=True)
+        arr = np.full((102, 136, 3), 255, dtype=np.uint8)
+        arr[30:70, 20 + 10 * i : 110] = (90 + 30 * i, 60, 40)
+        Image.fromarray(arr).save(folder / f"new{i}.jpg")
+    config = root / "more.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"source": "folder", "root": "images", "label_column": "Category"},
+                "heads": [{"name": "category", "column": "Category"}],
+            }
+        )
+    )
+    return str(config)
+
+
+def test_index_search_evaluate_add(embedding_run, utzap_root, tmp_path, capsys):
+    head_dir, backbone_dir = tmp_path / "by-head", tmp_path / "by-backbone"
+    assert main(["index", "build", str(embedding_run), "--out", str(head_dir), "--quiet"]) == 0
+    assert "embedding, dim 16" in capsys.readouterr().out
+    args = ["index", "build", str(embedding_run), "--data", str(utzap_root), "--quiet"]
+    assert main([*args, "--out", str(backbone_dir), "--embedding", "backbone"]) == 0
+    assert main([*args, "--out", str(backbone_dir)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+    index = load_index(head_dir)
+    assert index.manifest["embedding"] == "similar" and index.manifest["dim"] == 16
+    assert load_index(backbone_dir).manifest["dim"] == 512  # resnet18's pooled features
+    assert len(index) == 35 and {"Category", "Gender", "Brand"} <= set(index.label_columns)
+
+    boots = index.metadata.loc[index.metadata["Category"] == "Boots", "path"].tolist()
+    query = boots[0]
+    out_csv = tmp_path / "hits.csv"
+    grid = tmp_path / "hits.png"
+    argv = ["search", str(head_dir), query, "-k", "50", "--where", "Gender=Women"]
+    assert main([*argv, "--exclude-self", "--out", str(out_csv), "--grid", str(grid)]) == 0
+    hits = pd.read_csv(out_csv, keep_default_na=False)
+    women = int((index.metadata["Gender"] == "Women").sum())
+    query_is_women = index.metadata.loc[index.metadata["path"] == query, "Gender"].item() == "Women"
+    assert len(hits) == women - int(query_is_women)  # k > matches: all of them, self left out
+    assert set(hits["Gender"]) == {"Women"} and query not in set(hits["path"])
+    assert hits["rank"].tolist() == list(range(1, len(hits) + 1))
+    assert hits["score"].is_monotonic_decreasing and (hits["query"] == query).all()
+    assert grid.stat().st_size > 0 and grid.read_bytes()[:4] == b"\x89PNG"
+    assert "grid written" in capsys.readouterr().out
+
+    assert main(["search", str(head_dir), query, "-k", "3"]) == 0
+    printed = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert printed["path"].iloc[0] == query and printed["score"].iloc[0] == pytest.approx(1, 1e-4)
+
+    assert main(["index", "evaluate", str(head_dir), str(backbone_dir), "--label", "category"]) == 0
+    table = capsys.readouterr().out
+    assert "mean_average_precision_at_r" in table and "top10_agreement" in table
+    result = json.loads((head_dir / "evaluation.json").read_text())
+    assert set(result["labels"]["Category"]) >= {"precision_at_1", "r_precision", "top10_agreement"}
+
+    more = _new_catalogue(tmp_path / "more")
+    assert main(["index", "add", str(head_dir), "--data", more, "--quiet"]) == 0
+    assert "4 item(s) added" in capsys.readouterr().out
+    assert len(load_index(head_dir)) == 39
+    assert main(["index", "add", str(head_dir), "--data", more, "--quiet"]) == 0
+    assert "0 item(s) added" in capsys.readouterr().out
+    assert main(["search", str(head_dir), query, "--where", "Category=Slippers"]) == 0
+    found = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert len(found) == 2 and set(found["Category"]) == {"Slippers"}
+    assert {p.rsplit("/", 1)[-1] for p in found["path"]} == {"new0.jpg", "new1.jpg"}

@@ -1,0 +1,90 @@
+"""A PNG of search results: each query beside its neighbours, with their scores and labels."""
+
+from __future__ import annotations
+
+import logging
+import os
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from zapmulti.data.images import decode_image
+from zapmulti.errors import BadImageError
+from zapmulti.fileio import atomic_path
+
+logger = logging.getLogger(__name__)
+
+MAX_GRID_QUERIES = 20
+CELL_INCHES = 1.7
+
+
+def _thumbnail(path: str) -> np.ndarray | None:
+    try:
+        img = decode_image(path)
+    except BadImageError as exc:
+        logger.warning("grid: %s cannot be shown (%s)", path, exc.reason)
+        return None
+    img.thumbnail((160, 160))
+    return np.asarray(img)
+
+
+def save_grid(
+    results: pd.DataFrame,
+    out: str | os.PathLike,
+    labels: Sequence[str] | None = None,
+    max_queries: int = MAX_GRID_QUERIES,
+) -> Path:
+    """Draw one row per query: the query, then its neighbours titled rank, score and labels.
+
+    Args:
+        results: a frame from `search` (query, rank, score, path and label columns).
+        out: the PNG to write (atomically).
+        labels: label columns to print under each neighbour (default: up to three of them).
+        max_queries: draw at most this many queries; the rest are left out with a warning.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    queries = list(dict.fromkeys(results["query"].tolist())) if len(results) else []
+    if len(queries) > max_queries:
+        logger.warning(
+            "grid: drawing the first %d of %d queries; search fewer at a time to see them all",
+            max_queries,
+            len(queries),
+        )
+        queries = queries[:max_queries]
+    if labels is None:
+        skip = {"query", "rank", "score", "path", "key", "group"}
+        labels = [c for c in results.columns if c not in skip][:3]
+    cols = 1 + max((int((results["query"] == q).sum()) for q in queries), default=0)
+    rows = max(1, len(queries))
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(CELL_INCHES * cols, CELL_INCHES * 1.35 * rows), squeeze=False
+    )
+    for ax in axes.ravel():
+        ax.axis("off")
+    for r, query in enumerate(queries):
+        thumb = _thumbnail(query)
+        if thumb is not None:
+            axes[r, 0].imshow(thumb)
+        axes[r, 0].set_title("query\n" + textwrap.shorten(Path(query).name, 24), fontsize=7)
+        for c, (_, hit) in enumerate(results[results["query"] == query].iterrows(), start=1):
+            thumb = _thumbnail(hit["path"])
+            if thumb is not None:
+                axes[r, c].imshow(thumb)
+            text = [f"#{hit['rank']}  {hit['score']:.3f}"]
+            text += [textwrap.shorten(str(hit[col]), 22) for col in labels if col in hit.index]
+            axes[r, c].set_title("\n".join(text), fontsize=6)
+    if not queries:
+        axes[0, 0].text(0.5, 0.5, "no results", ha="center", va="center")
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return out
