@@ -124,6 +124,23 @@ def test_csv_paths_cannot_escape_root(tmp_path):
         load_table(cfg)
 
 
+def test_config_csv_path_cannot_escape_root(tmp_path):
+    (tmp_path / "root").mkdir()
+    (tmp_path / "outside.csv").write_text("p,label\n")
+    cfg = DataConfig(
+        source="csv", root=str(tmp_path / "root"), csv="../outside.csv", path_column="p"
+    )
+    with pytest.raises(DataError, match="data.csv: path '../outside.csv' points outside"):
+        load_table(cfg)
+
+
+def test_csv_duplicate_ids_keep_the_first_row(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        table = _csv(tmp_path, "id,gender,name\n1,Men,a\n2,Women,b\n1,Women,c\n")
+    assert table["id"].tolist() == ["1", "2"] and table["gender"].tolist() == ["Men", "Women"]
+    assert "repeat an image path" in caplog.text and "images/1.jpg" in caplog.text
+
+
 def test_folder_source_labels_by_parent(tmp_path):
     for label in ("Boot", "Shoe"):
         (tmp_path / label).mkdir()

@@ -288,7 +288,7 @@ def check_inside_root(root: Path, path: Path, where: str, allow: bool) -> Path:
 
 def read_csv_catalogue(root: Path, data: DataConfig) -> pd.DataFrame:
     """A catalogue CSV with a path column or a path template, and label columns."""
-    csv_path = root / str(data.csv)
+    csv_path = check_inside_root(root, Path(str(data.csv)), "data.csv", data.allow_outside_root)
     header, rows = _read_raw_csv(csv_path, data.extra_fields)
     if len(set(header)) != len(header):
         dupes = sorted({h for h in header if header.count(h) > 1})
