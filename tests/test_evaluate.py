@@ -26,15 +26,17 @@ def test_unseen_labels_are_counted(trained_run, utzap_root, tmp_path):
     assert result["gender"]["n"] == base["gender"]["n"] - 4
 
     # A category the model never saw cannot be scored: counted as unknown.
-    shutil.copytree(root / "ut-zap50k-images-square" / "Boots", root / "ut-zap50k-images-square"
-                    / "Slippers")
+    shutil.copytree(
+        root / "ut-zap50k-images-square" / "Boots", root / "ut-zap50k-images-square" / "Slippers"
+    )
     import mat4py
 
     mat = root / "ut-zap50k-data" / "image-path.mat"
     paths = mat4py.loadmat(str(mat))["imagepath"]
     boots = [p for p in paths if p.startswith("Boots/") and "Pablosky" not in p]
-    mat4py.savemat(str(mat), {"imagepath": paths + [p.replace("Boots/", "Slippers/", 1)
-                                                    for p in boots]})
+    mat4py.savemat(
+        str(mat), {"imagepath": paths + [p.replace("Boots/", "Slippers/", 1) for p in boots]}
+    )
     extra = meta[meta["Category"] == "Boots"].copy()
     extra = extra[~extra["CID"].str.startswith("8029595")]
     extra["Category"] = "Slippers"

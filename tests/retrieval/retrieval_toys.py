@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from zapmulti.retrieval.index import SimilarityIndex, create_faiss_index, new_manifest
 
@@ -30,3 +31,12 @@ def make_index(vectors: np.ndarray, factory: str = "Flat", **columns) -> Similar
         search={"ef_search": 16, "nprobe": 1},
     )
     return SimilarityIndex(index, meta.astype(object), vectors, manifest)
+
+
+@pytest.fixture
+def toy() -> SimilarityIndex:
+    """60 random unit vectors in 16 dimensions, with a colour and a gender label."""
+    vectors = unit_vectors(60, 16)
+    colours = ["Black", "White", "Brown"] * 20
+    genders = ["Men", "Women", None, "Women"] * 15
+    return make_index(vectors, colour=colours, gender=genders)

@@ -7,7 +7,7 @@ import json
 import faiss
 import numpy as np
 import pytest
-from retrieval_toys import make_index, unit_vectors
+from retrieval_toys import make_index, toy, unit_vectors
 
 from zapmulti.errors import ConfigError
 from zapmulti.retrieval import index as index_module

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from retrieval_toys import make_index, unit_vectors
+from retrieval_toys import make_index, toy, unit_vectors
 
 from zapmulti.errors import DataError
 from zapmulti.retrieval.search import parse_where, search_vectors
