@@ -32,6 +32,7 @@ def test_save_load_round_trip(toy, tmp_path, factory):
     index.save(tmp_path / "idx")
 
     loaded = load_index(tmp_path / "idx")
+    assert (tmp_path / "idx").stat().st_mode & 0o055  # not the 0700 of a temporary folder
     assert len(loaded) == len(index) and loaded.dim == 16
     assert loaded.manifest["items"] == len(index) and loaded.manifest["metric"] == "cosine"
     assert loaded.metadata["path"].tolist() == index.metadata["path"].tolist()
