@@ -18,6 +18,7 @@ and HNSW gains less.
 Usage:
     python benchmarks/retrieval_speed.py [--dims 128 1280] [--hnsw-n 1000000] [--m 32]
         [--ef-construction 200] [--ef-search 64 128 256 512 1024] [--threads N] [--out FILE.json]
+        [--keep-build FILE.faiss]
 
 Memory: the 1M x 128 set is 512 MB of float32, held once (inside the HNSW index, whose flat
 storage also serves as the exact baseline), plus about 300 MB of graph.
@@ -104,16 +105,34 @@ def _paths(n: int):
 
 
 def hnsw_at(
-    n: int, dim: int, m: int, ef_construction: int, efs: list[int], n_queries: int, seed: int
+    n: int,
+    dim: int,
+    m: int,
+    ef_construction: int,
+    efs: list[int],
+    n_queries: int,
+    seed: int,
+    keep: Path | None = None,
 ) -> dict:
     queries = unit_vectors(n_queries, dim, seed + 1)
-    index = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = ef_construction
+    # The chunks are seeded by position, so a build kept in `keep` continues where it stopped.
+    if keep is not None and keep.exists():
+        index = faiss.read_index(str(keep))
+        print(f"  continuing the build kept in {keep}: {index.ntotal:,} vectors", flush=True)
+    else:
+        index = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = ef_construction
+    built_before = json.loads(keep.with_suffix(".json").read_text())["s"] if index.ntotal else 0.0
     t0 = time.perf_counter()
-    for start in range(0, n, 100_000):  # draw and add in chunks: the set is held only once
+    for start in range(int(index.ntotal), n, 100_000):  # chunks: the set is held only once
         index.add(unit_vectors(min(100_000, n - start), dim, seed * 1000 + start))
-        print(f"  {index.ntotal:,} added, {time.perf_counter() - t0:.0f} s", flush=True)
-    build_s = time.perf_counter() - t0
+        elapsed = built_before + time.perf_counter() - t0
+        print(f"  {index.ntotal:,} added, {elapsed:.0f} s", flush=True)
+        if keep is not None:
+            faiss.write_index(index, str(keep) + ".tmp")
+            os.replace(str(keep) + ".tmp", keep)
+            keep.with_suffix(".json").write_text(json.dumps({"s": elapsed}))
+    build_s = built_before + time.perf_counter() - t0
     exact = faiss.downcast_index(index.storage)  # the same vectors, searched exhaustively
 
     t0 = time.perf_counter()
@@ -165,6 +184,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="faiss threads (default: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--keep-build",
+        type=Path,
+        help="save the HNSW index here after each 100,000 vectors and continue from it when it "
+        "exists (the 1M build takes tens of minutes on two cores); delete it to start afresh",
+    )
     args = parser.parse_args()
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
@@ -190,7 +215,14 @@ def main() -> None:
     efc = args.ef_construction
     print(f"\nbuilding HNSW{args.m} over {args.hnsw_n:,} x {dim}, efConstruction {efc}")
     hnsw = hnsw_at(
-        args.hnsw_n, dim, args.m, args.ef_construction, args.ef_search, args.queries, args.seed
+        args.hnsw_n,
+        dim,
+        args.m,
+        args.ef_construction,
+        args.ef_search,
+        args.queries,
+        args.seed,
+        args.keep_build,
     )
     print(f"built in {hnsw['build_s']:.0f} s")
     print(
