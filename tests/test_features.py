@@ -11,7 +11,7 @@ import torch
 from zapmulti.artifacts import load_run
 from zapmulti.cli import main
 from zapmulti.errors import ConfigError, RunDirError
-from zapmulti.features import extract_features, fit_head
+from zapmulti.features import extract_features, fit_head, fit_heads
 from zapmulti.model.heads import HeadSpec, create_head
 from zapmulti.predict import predict
 
@@ -28,6 +28,33 @@ def test_fit_head_learns_separable_features():
         pred = head(torch.from_numpy(feats[300:])).argmax(1).numpy()
     labelled = target[300:] != -1
     assert (pred[labelled] == target[300:][labelled]).mean() > 0.9
+
+
+def test_fit_heads_trains_heads_jointly_with_missing_labels():
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(600, 16)).astype(np.float32)
+    targets = np.stack([(feats[:, 0] > 0).astype(np.int64), feats[:, 1:4].argmax(1)], axis=1)
+    targets[:200, 0] = -1  # head 0 unlabelled on these rows: head 1 still learns from them
+    targets[300:450, 1] = -1
+    targets[450:500] = -1  # rows with no label at all are left out
+    heads = [
+        create_head(HeadSpec("sign", ["neg", "pos"]), 16, 0.5),
+        create_head(HeadSpec("bucket", ["lo", "mid", "hi"]), 16, 0.5),
+    ]
+    losses = fit_heads(heads, feats, targets, np.arange(500), 15, lr=5e-2, batch_size=64)
+    assert len(losses) == 15 and losses[-1] < losses[0] / 2
+    assert all(not h.training for h in heads)
+    with torch.no_grad():
+        x = torch.from_numpy(feats[500:])
+        assert (heads[0](x).argmax(1).numpy() == targets[500:, 0]).mean() > 0.9
+        assert (heads[1](x).argmax(1).numpy() == targets[500:, 1]).mean() > 0.85
+
+    only_missing = targets.copy()
+    only_missing[:500, 1] = -1
+    with pytest.raises(ConfigError, match="'bucket' has no labelled training row"):
+        fit_heads(heads, feats, only_missing, np.arange(500))
+    with pytest.raises(ValueError, match=r"targets must be \[rows, 2\]"):
+        fit_heads(heads, feats, targets[:, :1], np.arange(500))
 
 
 def test_features_match_the_model(trained_run, utzap_root):
@@ -80,3 +107,21 @@ def test_add_head_keeps_the_other_heads(trained_run, utzap_root, tmp_path, capsy
         add_head(trained_run, HeadConfig(name="gender", column="Gender"), tmp_path / "x")
     with pytest.raises(RunDirError, match="--overwrite"):
         add_head(trained_run, HeadConfig(name="sub2", column="SubCategory"), out)
+    with pytest.raises(ConfigError, match="no head named 'colour' to replace"):
+        add_head(trained_run, HeadConfig(name="colour", column="Color"), out, replace=True)
+
+
+def test_add_head_replace_retrains_one_head(trained_run, utzap_root, tmp_path, capsys):
+    """--replace retrains an existing head (here on another column); the others stay exact."""
+    out = tmp_path / "replaced"
+    args = ["add-head", str(trained_run), "--name", "brand", "--column", "SubCategory"]
+    assert main([*args, "--out", str(out), "--replace"]) == 0
+    before, after = load_run(trained_run), load_run(out)
+    assert after.head_names == ["gender", "category", "brand"]
+    assert after.vocabs["brand"] != before.vocabs["brand"]  # now the SubCategory classes
+    assert after.config.heads[-1].column == "SubCategory"
+    images = [utzap_root / "ut-zap50k-images-square"]
+    old, new = predict(trained_run, images, workers=0), predict(out, images, workers=0)
+    for head in ("gender", "category"):
+        np.testing.assert_allclose(new[f"{head}_prob"], old[f"{head}_prob"], rtol=1e-6)
+    assert set(new["brand"]) <= set(after.vocabs["brand"])

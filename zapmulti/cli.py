@@ -73,7 +73,15 @@ def _cmd_add_head(args: argparse.Namespace) -> int:
     from zapmulti.features import add_head
 
     head = HeadConfig(name=args.name, column=args.column, min_count=args.min_count)
-    out = add_head(args.run_dir, head, args.out, args.epochs, args.lr, overwrite=args.overwrite)
+    out = add_head(
+        args.run_dir,
+        head,
+        args.out,
+        args.epochs,
+        args.lr,
+        overwrite=args.overwrite,
+        replace=args.replace,
+    )
     metrics = json.loads((Path(out) / "metrics.json").read_text())
     print(metrics_table({args.name: metrics[args.name]}))
     print(f"run directory: {out}")
@@ -369,8 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--column", required=True, help="label column it learns")
     p.add_argument("--min-count", type=int, default=1, help="fold rarer classes into 'other'")
     p.add_argument("--out", required=True, help="the new run directory")
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=10, help="epochs over the cached features")
     p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument(
+        "--replace", action="store_true", help="retrain an existing head of this name instead"
+    )
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_add_head)
 
