@@ -148,16 +148,20 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
 def _cmd_index_evaluate(args: argparse.Namespace) -> int:
     from zapmulti.artifacts import write_json
     from zapmulti.retrieval import evaluate_index, evaluation_table
+    from zapmulti.retrieval.metrics import held_out_queries
 
     results = []
     for index_dir in args.index_dirs:
+        queries = held_out_queries(index_dir, args.run) if args.queries == "valid" else None
         result = evaluate_index(
             index_dir,
             labels=args.label or None,
             k=args.k,
             max_queries=args.max_queries or None,
             seed=args.seed,
+            queries=queries,
         )
+        result["query_set"] = args.queries
         results.append(result)
         if not args.out:
             write_json(Path(index_dir) / "evaluation.json", result)
@@ -257,6 +261,14 @@ def _add_retrieval_commands(sub: argparse._SubParsersAction) -> None:
         help="score a seeded sample of this many items (0: all)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--queries",
+        choices=["all", "valid"],
+        default="all",
+        help="all: every item is a query; valid: only the items the run held out for validation "
+        "(from its split.csv); every item stays a reference either way",
+    )
+    p.add_argument("--run", help="run whose split.csv --queries valid reads (default: the index's)")
     p.add_argument("--out", help="JSON file (default: INDEX_DIR/evaluation.json)")
     p.set_defaults(func=_cmd_index_evaluate)
 

@@ -107,3 +107,16 @@ def test_index_search_evaluate_add(embedding_run, utzap_root, tmp_path, capsys):
     found = pd.read_csv(io.StringIO(capsys.readouterr().out))
     assert len(found) == 2 and set(found["Category"]) == {"Slippers"}
     assert {p.rsplit("/", 1)[-1] for p in found["path"]} == {"new0.jpg", "new1.jpg"}
+
+    # Held-out queries: only the run's validation items ask; the added items never do.
+    split = pd.read_csv(embedding_run / "split.csv", keep_default_na=False)
+    held_out = set(split.loc[split["split"] == "valid", "key"])
+    scores = tmp_path / "valid.json"
+    argv = ["index", "evaluate", str(head_dir), "--queries", "valid", "--out", str(scores)]
+    assert main(argv) == 0
+    result = json.loads(scores.read_text())
+    assert result["query_set"] == "valid" and result["items"] == 39
+    assert result["queries"] == len(held_out) == result["labels"]["Category"]["queries"]
+    (tmp_path / "elsewhere").mkdir()
+    assert main([*argv, "--run", str(tmp_path / "elsewhere")]) == 2
+    assert "split.csv not found" in capsys.readouterr().err

@@ -29,6 +29,7 @@ from zapmulti.retrieval.metrics import (
     accuracy_metrics,
     evaluate_index,
     evaluation_table,
+    held_out_queries,
     label_agreement,
     recall_at_k,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "evaluate_index",
     "evaluation_table",
     "exact_search",
+    "held_out_queries",
     "label_agreement",
     "load_index",
     "parse_where",

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import faiss
@@ -147,6 +148,38 @@ def resolve_label_columns(index: SimilarityIndex, labels: Sequence[str] | None) 
                 )
             out.append(folded[0])
     return list(dict.fromkeys(out))
+
+
+def held_out_queries(
+    index: SimilarityIndex | str | os.PathLike, run_dir: str | os.PathLike | None = None
+) -> np.ndarray:
+    """Item ids of the index that the run held out for validation (its split.csv says 'valid').
+
+    The run defaults to the one that built the index. Items the run never saw (added later, or
+    from another catalogue) are not held-out items and are left out.
+    """
+    if not isinstance(index, SimilarityIndex):
+        index = load_index(index)
+    run_dir = Path(run_dir or index.manifest.get("run") or "")
+    split_path = run_dir / "split.csv"
+    if not split_path.is_file():
+        raise DataError(
+            f"{split_path} not found: held-out queries need the split.csv of the run that built "
+            "the index; pass the run directory, or score every item instead"
+        )
+    saved = pd.read_csv(split_path, dtype=str, keep_default_na=False)
+    if list(saved.columns[:2]) != ["key", "split"]:
+        raise DataError(f"{split_path}: expected columns key,split; found {list(saved.columns)}")
+    if "key" not in index.metadata.columns:
+        raise DataError(f"{index.path}: its metadata has no key column to match {split_path}")
+    valid = set(saved.loc[saved["split"] == "valid", "key"])
+    ids = np.flatnonzero(index.metadata["key"].isin(valid).to_numpy())
+    if len(ids) == 0:
+        raise DataError(
+            f"no item of {index.path} is a validation item of {split_path}: the index and the run "
+            "hold different catalogues"
+        )
+    return ids
 
 
 def evaluate_index(
