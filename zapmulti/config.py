@@ -124,6 +124,17 @@ class TrainConfig(_Strict):
     mixed_precision: bool = Field(True, description="CUDA only; CPU always trains in fp32")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_items: int | None = Field(None, ge=1, description="cap the catalogue, for smoke runs")
+    sampler: Literal["random", "m_per_class"] = Field(
+        "random",
+        description="training batches: random rows, or m_per_class rows of each of batch_size/m "
+        "labels of sampler_head (pytorch-metric-learning's MPerClassSampler), so that pair "
+        "losses of an embedding head see positives even for labels of many small classes",
+    )
+    m_per_class: int = Field(4, ge=1, description="rows per label in a batch (m_per_class)")
+    sampler_head: str | None = Field(
+        None,
+        description="head whose labels m_per_class balances; default: the first embedding head",
+    )
 
 
 class SplitConfig(_Strict):
@@ -151,7 +162,28 @@ class Config(_Strict):
             raise ValueError(f"head names must be unique, repeated: {dupes}")
         if self.primary_head is not None and self.primary_head not in names:
             raise ValueError(f"primary_head {self.primary_head!r} is not a head; heads: {names}")
+        if self.train.sampler == "m_per_class":
+            head = self.sampler_head
+            if head is None:
+                raise ValueError(
+                    "train.sampler m_per_class needs a head to balance: set train.sampler_head or "
+                    "add a head of type embedding"
+                )
+            if head not in names:
+                raise ValueError(f"train.sampler_head {head!r} is not a head; heads: {names}")
+            if self.train.batch_size % self.train.m_per_class:
+                raise ValueError(
+                    f"train.m_per_class ({self.train.m_per_class}) must divide train.batch_size "
+                    f"({self.train.batch_size})"
+                )
         return self
+
+    @property
+    def sampler_head(self) -> str | None:
+        """The head whose labels an m_per_class sampler balances (None: no such head)."""
+        if self.train.sampler_head is not None:
+            return self.train.sampler_head
+        return next((h.name for h in self.heads if h.type == "embedding"), None)
 
     @property
     def primary(self) -> str:

@@ -199,6 +199,10 @@ def write_history(run_dir: Path, history: list[dict]) -> None:
 
 def make_learner(config: Config, prepared: PreparedData, model: MultiTaskModel, run_dir: Path):
     device = pick_device(config.train.device)
+    balance, head = None, config.sampler_head
+    if config.train.sampler == "m_per_class" and head is not None:
+        column = [h.name for h in config.heads].index(head)
+        balance = (column, config.train.m_per_class)
     dls = make_dataloaders(
         prepared.cache.array,
         prepared.targets,
@@ -208,6 +212,8 @@ def make_learner(config: Config, prepared: PreparedData, model: MultiTaskModel, 
         config.train.flip,
         device,
         config.train.seed,
+        balance,
+        f"head {head!r}",
     )
     learn = Learner(
         dls,

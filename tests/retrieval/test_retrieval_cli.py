@@ -17,7 +17,8 @@ from zapmulti.retrieval import load_index
 
 @pytest.fixture(scope="module")
 def embedding_run(utzap_config_dict, tmp_path_factory):
-    """A category head plus an embedding head on the category, trained for one short epoch."""
+    """A category head plus an embedding head on the category, trained for one short epoch
+    with class-balanced batches."""
     from zapmulti.config import config_from_dict
     from zapmulti.train import train
 
@@ -33,6 +34,7 @@ def embedding_run(utzap_config_dict, tmp_path_factory):
         },
     ]
     raw["train"].update(lr_find=False, lr=1e-3, frozen_epochs=1, unfrozen_epochs=0)
+    raw["train"].update(sampler="m_per_class", m_per_class=4)  # batches of 2 x 4 same-category
     out = tmp_path_factory.mktemp("runs") / "embedding-run"
     return train(config_from_dict(raw), out, show_progress=False)
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
+from pytorch_metric_learning.samplers import MPerClassSampler
+
+from zapmulti.errors import ConfigError
 
 
 class CachedImages(torch.utils.data.Dataset):
@@ -30,6 +35,28 @@ class CachedImages(torch.utils.data.Dataset):
         return img, torch.from_numpy(self.targets[row])
 
 
+def m_per_class_order(
+    labels: np.ndarray, m: int, batch_size: int, head: str = "the sampler head"
+) -> Callable[[], list[int]]:
+    """A fresh epoch order of dataset positions in which each batch holds m rows of each of
+    batch_size / m labels (pytorch-metric-learning's MPerClassSampler, drawn with numpy's seeded
+    global generator). Rows without a label (MISSING) form one more group, so they still train
+    the other heads. Labels with fewer than m rows are drawn with replacement.
+    """
+    labels = np.asarray(labels)
+    groups = len(np.unique(labels))
+    if m * groups < batch_size:
+        raise ConfigError(
+            f"train.sampler m_per_class: {head} has {groups} label group(s), so m_per_class={m} "
+            f"fills only {m * groups} rows of a batch of {batch_size}; raise train.m_per_class "
+            f"to at least {-(-batch_size // groups)} (dividing the batch size) or lower "
+            "train.batch_size"
+        )
+    length = max(batch_size, len(labels) - len(labels) % batch_size)
+    sampler = MPerClassSampler(labels, m, batch_size=batch_size, length_before_new_iter=length)
+    return lambda: list(iter(sampler))
+
+
 def make_dataloaders(
     images: np.ndarray,
     targets: np.ndarray,
@@ -39,12 +66,28 @@ def make_dataloaders(
     flip: bool,
     device: torch.device,
     seed: int,
+    balance: tuple[int, int] | None = None,
+    balance_name: str = "the sampler head",
 ) -> DataLoaders:
-    """fastai DataLoaders: shuffled training batches, ordered validation batches."""
+    """fastai DataLoaders: shuffled training batches, ordered validation batches.
+
+    With `balance=(column, m)`, training batches come from `m_per_class_order` over that target
+    column instead of a plain shuffle.
+    """
     train_ds = CachedImages(images, train_rows, targets, flip=flip)
     valid_ds = CachedImages(images, valid_rows, targets, flip=False)
     drop_last = len(train_ds) > batch_size
-    train = DataLoader(train_ds, bs=batch_size, shuffle=True, drop_last=drop_last, num_workers=0)
+    if balance is None:
+        train = DataLoader(
+            train_ds, bs=batch_size, shuffle=True, drop_last=drop_last, num_workers=0
+        )
+    else:
+        column, m = balance
+        labels = targets[np.asarray(train_rows), column]
+        order = m_per_class_order(labels, m, batch_size, balance_name)
+        train = DataLoader(
+            train_ds, bs=batch_size, shuffle=False, drop_last=True, num_workers=0, get_idxs=order
+        )
     valid = DataLoader(valid_ds, bs=batch_size * 2, shuffle=False, num_workers=0)
     train.rng.seed(seed)
     return DataLoaders(train, valid, device=device)

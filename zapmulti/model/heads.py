@@ -187,10 +187,9 @@ class EmbeddingHead(Head):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net(features)
 
-    # FIXME: the training loaders draw rows at random, so with a label of many small classes
-    # (a product id) a batch rarely holds two rows of one class and pair losses see few
-    # positives; a class-balanced sampler (pytorch-metric-learning's MPerClassSampler) in
-    # data/loaders would fix that. Proxy losses (arcface, proxy_anchor) do not need pairs.
+    # With random batches and a label of many small classes (a product id), a batch rarely
+    # holds two rows of one class and pair losses see few positives: set train.sampler:
+    # m_per_class (data/loaders.py). Proxy losses (arcface, proxy_anchor) do not need pairs.
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Metric-learning loss over the labelled rows; 0 (still in the graph) under two rows."""
         labelled = target != MISSING
