@@ -15,10 +15,15 @@ Real embeddings reach a given recall at a much smaller efSearch. Speedups are qu
 a time on one thread (latency); in a batch on every thread, exact search runs as a matrix product
 and HNSW gains less.
 
+With `--like INDEX_DIR`, the 1,000,000 vectors (and the queries) are instead drawn from a Gaussian
+with the mean and covariance of that index's vectors, then L2-normalised: synthetic vectors shaped
+like a real embedding, for comparison with the random case. Exact search is timed on the same
+vectors.
+
 Usage:
     python benchmarks/retrieval_speed.py [--dims 128 1280] [--hnsw-n 1000000] [--m 32]
         [--ef-construction 200] [--ef-search 64 128 256 512 1024] [--threads N] [--out FILE.json]
-        [--keep-build FILE.faiss]
+        [--keep-build FILE.faiss] [--like INDEX_DIR]
 
 Memory: the 1M x 128 set is 512 MB of float32, held once (inside the HNSW index, whose flat
 storage also serves as the exact baseline), plus about 300 MB of graph.
@@ -53,6 +58,28 @@ def unit_vectors(n: int, dim: int, seed: int, chunk: int = 100_000) -> np.ndarra
         x = rng.standard_normal((min(chunk, n - start), dim), dtype=np.float32)
         out[start : start + len(x)] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
+
+
+class ShapedLike:
+    """Gaussian vectors with the mean and covariance of real embeddings, L2-normalised."""
+
+    def __init__(self, vectors: np.ndarray) -> None:
+        vectors = np.asarray(vectors, dtype=np.float64)
+        self.mean = vectors.mean(axis=0)
+        values, basis = np.linalg.eigh(np.cov(vectors, rowvar=False))
+        self.scale = (basis * np.sqrt(np.clip(values, 0, None))).T  # z @ scale has that covariance
+        self.dim = vectors.shape[1]
+
+    def __call__(self, n: int, dim: int, seed: int, chunk: int = 100_000) -> np.ndarray:
+        if dim != self.dim:
+            raise SystemExit(f"--like vectors have dimension {self.dim}; pass --dims {self.dim}")
+        rng = np.random.default_rng(seed)
+        out = np.empty((n, dim), dtype=np.float32)
+        for start in range(0, n, chunk):
+            z = rng.standard_normal((min(chunk, n - start), dim))
+            x = self.mean + z @ self.scale
+            out[start : start + len(x)] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        return out
 
 
 def per_query_ms(search, queries: np.ndarray) -> float:
@@ -113,8 +140,9 @@ def hnsw_at(
     n_queries: int,
     seed: int,
     keep: Path | None = None,
+    draw=unit_vectors,
 ) -> dict:
-    queries = unit_vectors(n_queries, dim, seed + 1)
+    queries = draw(n_queries, dim, seed + 1)
     # The chunks are seeded by position, so a build kept in `keep` continues where it stopped.
     if keep is not None and keep.exists():
         index = faiss.read_index(str(keep))
@@ -125,7 +153,7 @@ def hnsw_at(
     built_before = json.loads(keep.with_suffix(".json").read_text())["s"] if index.ntotal else 0.0
     t0 = time.perf_counter()
     for start in range(int(index.ntotal), n, 100_000):  # chunks: the set is held only once
-        index.add(unit_vectors(min(100_000, n - start), dim, seed * 1000 + start))
+        index.add(draw(min(100_000, n - start), dim, seed * 1000 + start))
         elapsed = built_before + time.perf_counter() - t0
         print(f"  {index.ntotal:,} added, {elapsed:.0f} s", flush=True)
         if keep is not None:
@@ -190,6 +218,11 @@ def main() -> None:
         help="save the HNSW index here after each 100,000 vectors and continue from it when it "
         "exists (the 1M build takes tens of minutes on two cores); delete it to start afresh",
     )
+    parser.add_argument(
+        "--like",
+        help="an index folder: draw the 1M vectors shaped like its vectors instead of uniformly "
+        "on the sphere (skips the 50,000-vector exact section)",
+    )
     args = parser.parse_args()
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
@@ -202,14 +235,25 @@ def main() -> None:
     }
     print(f"faiss {info['faiss']}, {info['cores']} cores, {info['threads']} faiss threads")
 
-    exact = [exact_at(args.exact_n, d, 200, args.seed) for d in args.dims]
-    print(f"\nexact search, {args.exact_n:,} vectors, top-10, ms per query")
-    print(f"{'dim':>6} {'one at a time':>14} {'in a batch':>11} {'zapmulti search':>16}")
-    for r in exact:
-        print(
-            f"{r['dim']:>6} {r['single_ms']:>14.3f} {r['batched_ms']:>11.3f} "
-            f"{r['zapmulti_single_ms']:>16.3f}"
-        )
+    draw, exact = unit_vectors, []
+    if args.like:
+        from zapmulti.retrieval import load_index
+
+        like = load_index(args.like)
+        draw = ShapedLike(like.vectors)
+        args.dims = [draw.dim]
+        info["vectors"] = f"Gaussian shaped like the {len(like):,} vectors of {args.like}"
+        print(info["vectors"])
+    else:
+        exact = [exact_at(args.exact_n, d, 200, args.seed) for d in args.dims]
+        info["vectors"] = "uniform on the unit sphere"
+        print(f"\nexact search, {args.exact_n:,} vectors, top-10, ms per query")
+        print(f"{'dim':>6} {'one at a time':>14} {'in a batch':>11} {'zapmulti search':>16}")
+        for r in exact:
+            print(
+                f"{r['dim']:>6} {r['single_ms']:>14.3f} {r['batched_ms']:>11.3f} "
+                f"{r['zapmulti_single_ms']:>16.3f}"
+            )
 
     dim = args.dims[0]
     efc = args.ef_construction
@@ -223,6 +267,7 @@ def main() -> None:
         args.queries,
         args.seed,
         args.keep_build,
+        draw,
     )
     print(f"built in {hnsw['build_s']:.0f} s")
     print(
