@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -88,3 +91,14 @@ def test_cache_marks_bad_rows_and_is_reused(tmp_path):
     changed = build_cache(paths, 16, cache_dir=tmp_path / "c", show_progress=False)
     assert changed.path != cache.path
     assert changed.array[0, 8, 8, 1] > 200
+
+    # the key is the content: a file replaced with the same size and mtime is a new cache too
+    before = os.stat(paths[1])
+    data = bytearray(Path(paths[1]).read_bytes())
+    data[-3] ^= 0xFF  # one byte of the compressed data, same length
+    Path(paths[1]).write_bytes(bytes(data))
+    os.utime(paths[1], ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(paths[1]).st_mtime_ns == before.st_mtime_ns
+    assert os.stat(paths[1]).st_size == before.st_size
+    replaced = build_cache(paths, 16, cache_dir=tmp_path / "c", show_progress=False)
+    assert replaced.path != changed.path
