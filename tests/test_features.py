@@ -105,23 +105,42 @@ def test_add_head_keeps_the_other_heads(trained_run, utzap_root, tmp_path, capsy
         from zapmulti.features import add_head
 
         add_head(trained_run, HeadConfig(name="gender", column="Gender"), tmp_path / "x")
-    with pytest.raises(RunDirError, match="--overwrite"):
+    with pytest.raises(RunDirError, match="pass --overwrite to replace it or choose another --out"):
         add_head(trained_run, HeadConfig(name="sub2", column="SubCategory"), out)
-    with pytest.raises(ConfigError, match="no head named 'colour' to replace"):
-        add_head(trained_run, HeadConfig(name="colour", column="Color"), out, replace=True)
+    with pytest.raises(ConfigError, match="no head named 'colour' to replace.*drop --replace"):
+        add_head(
+            trained_run, HeadConfig(name="colour", column="Color"), tmp_path / "y", replace=True
+        )
 
 
 def test_add_head_replace_retrains_one_head(trained_run, utzap_root, tmp_path, capsys):
     """--replace retrains an existing head (here on another column); the others stay exact."""
     out = tmp_path / "replaced"
     args = ["add-head", str(trained_run), "--name", "brand", "--column", "SubCategory"]
+    args += ["--min-count", "1"]  # brand folds under 5; only the given settings change
     assert main([*args, "--out", str(out), "--replace"]) == 0
     before, after = load_run(trained_run), load_run(out)
     assert after.head_names == ["gender", "category", "brand"]
     assert after.vocabs["brand"] != before.vocabs["brand"]  # now the SubCategory classes
-    assert after.config.heads[-1].column == "SubCategory"
+    assert after.config.heads[2].column == "SubCategory"
     images = [utzap_root / "ut-zap50k-images-square"]
     old, new = predict(trained_run, images, workers=0), predict(out, images, workers=0)
     for head in ("gender", "category"):
         np.testing.assert_allclose(new[f"{head}_prob"], old[f"{head}_prob"], rtol=1e-6)
     assert set(new["brand"]) <= set(after.vocabs["brand"])
+
+
+def test_add_head_replace_keeps_settings_and_place(trained_run, tmp_path, capsys):
+    """--replace without --column retrains the head as it was: same column, classes, place."""
+    before = load_run(trained_run)
+    out = tmp_path / "gender-again"
+    argv = ["add-head", str(trained_run), "--name", "gender", "--replace", "--out", str(out)]
+    assert main(argv) == 0
+    after = load_run(out)
+    assert after.head_names == before.head_names  # gender stays first: still the primary head
+    old, new = before.config.heads[0], after.config.heads[0]
+    assert new.model_dump() == old.model_dump()  # classes [Men, Women], weight, ... all kept
+    assert after.vocabs["gender"] == before.vocabs["gender"]
+    assert "gender" in capsys.readouterr().out
+    assert main(["add-head", str(trained_run), "--name", "x", "--out", str(tmp_path / "z")]) == 2
+    assert "--column is required" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from zapmulti import __version__
-from zapmulti.errors import ZapmultiError
+from zapmulti.errors import ConfigError, ZapmultiError
 
 logger = logging.getLogger("zapmulti")
 
@@ -70,9 +70,14 @@ def _cmd_download(args: argparse.Namespace) -> int:
 def _cmd_add_head(args: argparse.Namespace) -> int:
     from zapmulti.config import HeadConfig
     from zapmulti.evaluate import metrics_table
-    from zapmulti.features import add_head
+    from zapmulti.features import add_head, replacement_head
 
-    head = HeadConfig(name=args.name, column=args.column, min_count=args.min_count)
+    if args.replace:
+        head = replacement_head(args.run_dir, args.name, args.column, args.min_count)
+    elif args.column is None:
+        raise ConfigError("--column is required for a new head (which label column it learns)")
+    else:
+        head = HeadConfig(name=args.name, column=args.column, min_count=args.min_count or 1)
     out = add_head(
         args.run_dir,
         head,
@@ -82,8 +87,11 @@ def _cmd_add_head(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         replace=args.replace,
     )
-    metrics = json.loads((Path(out) / "metrics.json").read_text())
-    print(metrics_table({args.name: metrics[args.name]}))
+    scores = json.loads((Path(out) / "metrics.json").read_text())[args.name]
+    if "accuracy" in scores:
+        print(metrics_table({args.name: scores}))
+    else:
+        print(f"{args.name}: final training loss {scores['final_training_loss']:.4f}")
     print(f"run directory: {out}")
     return 0
 
@@ -386,13 +394,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_dir")
     p.add_argument("--name", required=True, help="name of the new head")
-    p.add_argument("--column", required=True, help="label column it learns")
-    p.add_argument("--min-count", type=int, default=1, help="fold rarer classes into 'other'")
+    p.add_argument(
+        "--column", help="label column it learns (with --replace: default, the head's own)"
+    )
+    p.add_argument(
+        "--min-count",
+        type=int,
+        default=None,
+        help="fold rarer classes into 'other' (default 1; with --replace: the head's own)",
+    )
     p.add_argument("--out", required=True, help="the new run directory")
     p.add_argument("--epochs", type=int, default=10, help="epochs over the cached features")
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument(
-        "--replace", action="store_true", help="retrain an existing head of this name instead"
+        "--replace",
+        action="store_true",
+        help="retrain the existing head of this name, keeping its settings and place",
     )
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_add_head)

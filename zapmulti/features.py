@@ -24,7 +24,7 @@ from zapmulti.artifacts import Run, load_run
 from zapmulti.config import HeadConfig, config_from_dict, config_to_dict
 from zapmulti.data.images import ImageCache, default_cache_dir
 from zapmulti.data.labels import MISSING
-from zapmulti.errors import ConfigError
+from zapmulti.errors import ConfigError, RunDirError
 from zapmulti.fileio import atomic_dir, atomic_path, atomic_write_text
 from zapmulti.metrics import head_metrics
 from zapmulti.model.heads import Head, HeadSpec, create_head
@@ -187,6 +187,28 @@ def head_probs(head: Head, features: np.ndarray, rows: np.ndarray) -> np.ndarray
     return torch.softmax(logits.float(), dim=-1).numpy()
 
 
+def replacement_head(
+    run: Run | str | os.PathLike,
+    name: str,
+    column: str | None = None,
+    min_count: int | None = None,
+) -> HeadConfig:
+    """The config of a run's head `name` with only the given settings changed, for --replace.
+
+    Everything else of the head (type, classes, map, weight, class weights, options such as an
+    embedding's dim and loss) is kept, so retraining a head does not quietly turn it into another.
+    """
+    run = run if isinstance(run, Run) else load_run(run)
+    old = next((h for h in run.config.heads if h.name == name), None)
+    if old is None:
+        raise ConfigError(
+            f"{run.path} has no head named {name!r} to replace (its heads are "
+            f"{[h.name for h in run.config.heads]}); drop --replace to add it as a new head"
+        )
+    changes = {k: v for k, v in {"column": column, "min_count": min_count}.items() if v is not None}
+    return old.model_copy(update=changes)
+
+
 def add_head(
     run_dir: str | os.PathLike,
     head: HeadConfig,
@@ -200,12 +222,18 @@ def add_head(
     """A new run: `run_dir`'s model unchanged plus one head trained on cached features.
 
     The new head trains on the run's own training split and is scored on its validation split;
-    the backbone and the other heads keep their weights exactly. With `replace`, a head of the
-    same name is retrained from scratch on cached features (for example on another column or
-    with another min_count) instead of being refused.
+    the backbone and the other heads keep their weights exactly. With `replace`, the head of the
+    same name is retrained from scratch on cached features, in its place among the heads, with
+    the settings of `head` (see `replacement_head` to change only some of them).
     """
     from zapmulti.train import prepare_data
 
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise RunDirError(
+            f"{out} already exists and is not empty; pass --overwrite to replace it or choose "
+            "another --out"
+        )
     run = load_run(run_dir)
     if head.name in run.vocabs and not replace:
         raise ConfigError(
@@ -213,44 +241,46 @@ def add_head(
             "--replace to retrain it on cached features"
         )
     if replace and head.name not in run.vocabs:
-        raise ConfigError(
-            f"{run_dir} has no head named {head.name!r} to replace; its heads are "
-            f"{sorted(run.vocabs)}"
-        )
+        replacement_head(run, head.name)  # raises, naming the run's heads
     raw = config_to_dict(run.config)
-    raw["heads"] = [h for h in raw["heads"] if h["name"] != head.name]
-    raw["heads"].append(head.model_dump(mode="json"))
-    config = config_from_dict(raw, source=f"{run_dir}/config.yaml + new head {head.name!r}")
+    names = [h["name"] for h in raw["heads"]]
+    entry = head.model_dump(mode="json")
+    if replace:
+        raw["heads"][names.index(head.name)] = entry
+    else:
+        raw["heads"].append(entry)
+    action = "retrained head" if replace else "new head"
+    config = config_from_dict(raw, source=f"{run_dir}/config.yaml + {action} {head.name!r}")
 
     prepared = prepare_data(config, run.path / artifacts.SPLIT, show_progress=show_progress)
-    kept = [s for s in run.model.specs if s.name != head.name]
     # existing heads keep their stored classes; the new one takes this data's
-    vocabs = {**prepared.vocabs, **{s.name: run.vocabs[s.name] for s in kept}}
-    new_spec = next(s for s in prepared.specs if s.name == head.name)
+    vocabs = {**prepared.vocabs, **{n: v for n, v in run.vocabs.items() if n != head.name}}
+    column = [h.name for h in config.heads].index(head.name)
+    new_spec = prepared.specs[column]
     features = cached_features(
         run.model, prepared.cache, config.cache_dir, show_progress=show_progress
     )
     new_head = create_head(new_spec, run.model.in_features, config.model.dropout)
-    column = len(config.heads) - 1
     target = prepared.targets[:, column]
     losses = fit_head(
         new_head, features, target, prepared.rows(valid=False), epochs, lr, seed=config.train.seed
     )
 
-    specs = [*kept, new_spec]
+    old_specs = {s.name: s for s in run.model.specs}
+    specs = [new_spec if h.name == head.name else old_specs[h.name] for h in config.heads]
     model = MultiTaskModel(run.model.body, run.model.in_features, specs, config.model.dropout)
-    for spec in kept:
-        model.heads[spec.name].load_state_dict(run.model.heads[spec.name].state_dict())
-    model.heads[head.name].load_state_dict(new_head.state_dict())
+    for spec in specs:
+        source = new_head if spec.name == head.name else run.model.heads[spec.name]
+        model.heads[spec.name].load_state_dict(source.state_dict())
 
     valid = prepared.rows(valid=True)
     metrics = json.loads((run.path / artifacts.METRICS).read_text())
-    metrics[head.name] = head_metrics(target[valid], head_probs(new_head, features, valid))
+    if new_spec.type == "classification":
+        metrics[head.name] = head_metrics(target[valid], head_probs(new_head, features, valid))
+    else:  # an embedding has no accuracy: score it with `zapmulti index evaluate`
+        metrics[head.name] = {"final_training_loss": losses[-1]}
     metrics[head.name]["trained_on"] = "cached features"
 
-    out = Path(out)
-    if out.exists() and not overwrite:
-        artifacts.prepare_run_dir(out, overwrite=False)  # raises with the usual message
     with atomic_dir(out) as tmp:
         shutil.copy2(run.path / artifacts.SPLIT, tmp / artifacts.SPLIT)
         for name in (artifacts.HISTORY, artifacts.LR_PLOT, artifacts.SKIPPED):
@@ -260,7 +290,7 @@ def add_head(
         artifacts.save_weights(model, tmp / artifacts.WEIGHTS)
         artifacts.write_json(tmp / artifacts.METRICS, metrics)
         artifacts.write_json(tmp / f"head_{head.name}_losses.json", losses)
-    logger.info("added head %s to %s as %s", head.name, run.path, out)
+    logger.info("%s %s of %s written as %s", action, head.name, run.path, out)
     return out
 
 
@@ -270,4 +300,12 @@ def _with_vocab(spec: HeadSpec, vocabs: dict[str, list[str]]) -> HeadSpec:
     )
 
 
-__all__ = ["extract_features", "cached_features", "fit_head", "fit_heads", "add_head", "Run"]
+__all__ = [
+    "extract_features",
+    "cached_features",
+    "fit_head",
+    "fit_heads",
+    "add_head",
+    "replacement_head",
+    "Run",
+]

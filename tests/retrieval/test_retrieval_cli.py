@@ -122,3 +122,21 @@ def test_index_search_evaluate_add(embedding_run, utzap_root, tmp_path, capsys):
     (tmp_path / "elsewhere").mkdir()
     assert main([*argv, "--run", str(tmp_path / "elsewhere")]) == 2
     assert "split.csv not found" in capsys.readouterr().err
+
+
+def test_add_head_replace_keeps_an_embedding_head(embedding_run, tmp_path, capsys):
+    """Retraining an embedding head on cached features keeps it an embedding head."""
+    out = tmp_path / "retrained"
+    argv = ["add-head", str(embedding_run), "--name", "similar", "--replace", "--out", str(out)]
+    assert main(argv) == 0
+    assert "similar: final training loss" in capsys.readouterr().out
+    from zapmulti.artifacts import load_run
+
+    before, after = load_run(embedding_run), load_run(out)
+    assert after.head_names == before.head_names == ["category", "similar"]
+    assert after.config.heads[1].model_dump() == before.config.heads[1].model_dump()
+    assert after.model.specs[1].type == "embedding" and after.model.specs[1].options["dim"] == 16
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["similar"]["trained_on"] == "cached features"
+    assert main(["index", "build", str(out), "--out", str(tmp_path / "idx"), "--quiet"]) == 0
+    assert "similar embedding, dim 16" in capsys.readouterr().out
