@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 
@@ -104,6 +105,15 @@ def test_train_evaluate_predict(utzap_config_dict, utzap_root, tmp_path, capsys)
     assert frame["error"].iloc[-1] != "" and frame["gender"].iloc[-1] == ""
     records = json.loads((tmp_path / "pred.json").read_text())
     assert records[0]["path"] == frame["path"][0]
+
+
+def test_predict_to_stdout_is_clean_csv(trained_run, utzap_root, capsys):
+    """Without --out the CSV is the output: no progress bar may be mixed into it."""
+    assert main(["predict", str(trained_run), str(utzap_root / "ut-zap50k-images-square")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("path,gender,gender_prob,")
+    frame = pd.read_csv(io.StringIO(out), keep_default_na=False)
+    assert len(frame) == 35 and (frame["error"] == "").all()
 
 
 def test_predict_missing_path_is_an_error(trained_run, capsys):

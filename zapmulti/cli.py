@@ -50,7 +50,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from zapmulti.predict import predict, write_predictions
 
-    frame = predict(args.run_dir, args.paths, batch_size=args.batch_size, device=args.device)
+    # Without --out the CSV goes to stdout, where a progress bar would corrupt it.
+    frame = predict(
+        args.run_dir,
+        args.paths,
+        batch_size=args.batch_size,
+        device=args.device,
+        show_progress=bool(args.out),
+    )
     if args.out:
         write_predictions(frame, args.out)
         print(f"{len(frame)} prediction(s) written to {args.out}")
@@ -158,6 +165,9 @@ def _cmd_index_evaluate(args: argparse.Namespace) -> int:
     from zapmulti.retrieval import evaluate_index, evaluation_table
     from zapmulti.retrieval.metrics import held_out_queries
 
+    if args.k < 1:
+        raise ConfigError(f"-k must be at least 1 (neighbours per query), got {args.k}")
+    name = "evaluation.json" if args.queries == "all" else f"evaluation-{args.queries}.json"
     results = []
     for index_dir in args.index_dirs:
         queries = held_out_queries(index_dir, args.run) if args.queries == "valid" else None
@@ -172,13 +182,13 @@ def _cmd_index_evaluate(args: argparse.Namespace) -> int:
         result["query_set"] = args.queries
         results.append(result)
         if not args.out:
-            write_json(Path(index_dir) / "evaluation.json", result)
+            write_json(Path(index_dir) / name, result)
     print(evaluation_table(results))
     if args.out:
         write_json(args.out, results[0] if len(results) == 1 else results)
         print(f"metrics written to {args.out}")
     else:
-        written = [str(Path(d) / "evaluation.json") for d in args.index_dirs]
+        written = [str(Path(d) / name) for d in args.index_dirs]
         print(f"metrics written to {', '.join(written)}")
     return 0
 
@@ -202,6 +212,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from zapmulti.predict import write_predictions
     from zapmulti.retrieval import load_index, save_grid, search
 
+    if args.k < 1:
+        raise ConfigError(f"-k must be at least 1 (neighbours per query), got {args.k}")
     index = load_index(args.index_dir)
     frame = search(
         index,
@@ -266,7 +278,7 @@ def _add_retrieval_commands(sub: argparse._SubParsersAction) -> None:
         "--max-queries",
         type=int,
         default=2000,
-        help="score a seeded sample of this many items (0: all)",
+        help="score a seeded sample of this many queries (default 2000; 0: every query)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -277,7 +289,11 @@ def _add_retrieval_commands(sub: argparse._SubParsersAction) -> None:
         "(from its split.csv); every item stays a reference either way",
     )
     p.add_argument("--run", help="run whose split.csv --queries valid reads (default: the index's)")
-    p.add_argument("--out", help="JSON file (default: INDEX_DIR/evaluation.json)")
+    p.add_argument(
+        "--out",
+        help="JSON file (default: INDEX_DIR/evaluation.json, or evaluation-valid.json with "
+        "--queries valid)",
+    )
     p.set_defaults(func=_cmd_index_evaluate)
 
     p = actions.add_parser("add", help="add new catalogue items to an index without a rebuild")

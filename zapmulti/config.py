@@ -195,6 +195,11 @@ def _format_errors(err: ValidationError, source: str) -> str:
     for item in err.errors():
         key = ".".join(str(p) for p in item["loc"]) or "<top level>"
         msg = item["msg"]
+        if item["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+            if key == "<top level>":
+                lines.append(f"  {msg}")
+                continue
         if item["type"] == "extra_forbidden":
             msg = "unknown key"
         elif item["type"] == "literal_error":
@@ -260,7 +265,8 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     split = raw.get("split")
     if isinstance(split, dict) and isinstance(split.get("file"), str):
         split["file"] = str((base / split["file"]).resolve())
-    return config_from_dict(raw, source=str(path))
+    source = f"{path} with --set {' '.join(overrides)}" if overrides else str(path)
+    return config_from_dict(raw, source=source)
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:

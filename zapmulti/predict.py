@@ -121,6 +121,7 @@ def predict(
     batch_size: int = 64,
     device: str | torch.device | None = None,
     workers: int | None = None,
+    show_progress: bool = True,
 ) -> pd.DataFrame:
     """Predict every head for images or folders of images.
 
@@ -148,7 +149,7 @@ def predict(
             errors.extend(err)
             yield x
 
-    probs = infer_batches(run.model, batches(), dev, total=len(loader))
+    probs = infer_batches(run.model, batches(), dev, total=len(loader) if show_progress else None)
     frame = pd.DataFrame({"path": files})
     failed = np.array([bool(e) for e in errors], dtype=bool)
     for spec, p in zip(run.model.specs, probs, strict=True):

@@ -40,7 +40,7 @@ def test_m_per_class_order_groups_each_batch():
 
 
 def test_m_per_class_order_refuses_too_few_labels():
-    with pytest.raises(ConfigError, match=r"3 label group\(s\).*at least 22"):
+    with pytest.raises(ConfigError, match=r"3 label group\(s\).*set train.m_per_class=32 "):
         m_per_class_order(np.array([0, 1, 2] * 30), m=4, batch_size=64, head="head 'cat'")
 
 
@@ -79,8 +79,13 @@ def test_sampler_config():
     assert config_from_dict(_config(sampler_head="category")).sampler_head == "category"
     raw = _config()
     raw["heads"] = raw["heads"][:1]
-    with pytest.raises(ConfigError, match="set train.sampler_head or add a head of type embedding"):
-        config_from_dict(raw)
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(raw, source="my.yaml with --set train.sampler=m_per_class")
+    assert str(err.value).splitlines() == [
+        "invalid config my.yaml with --set train.sampler=m_per_class:",
+        "  train.sampler m_per_class needs a head to balance: set train.sampler_head or add a head "
+        "of type embedding",
+    ]
     with pytest.raises(ConfigError, match="sampler_head 'colour' is not a head"):
         config_from_dict(_config(sampler_head="colour"))
     with pytest.raises(ConfigError, match=r"m_per_class \(5\) must divide train.batch_size \(64\)"):

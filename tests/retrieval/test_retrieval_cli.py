@@ -140,3 +140,50 @@ def test_add_head_replace_keeps_an_embedding_head(embedding_run, tmp_path, capsy
     assert metrics["similar"]["trained_on"] == "cached features"
     assert main(["index", "build", str(out), "--out", str(tmp_path / "idx"), "--quiet"]) == 0
     assert "similar embedding, dim 16" in capsys.readouterr().out
+
+
+def test_cheap_mistakes_fail_before_any_embedding(embedding_run, utzap_root, tmp_path, monkeypatch):
+    """A bad factory fails before the catalogue is embedded; `index add` embeds only new items."""
+    import zapmulti.retrieval.build as build
+    from zapmulti.errors import ConfigError
+    from zapmulti.retrieval import add_to_index, build_index
+
+    embedded: list[int] = []
+    real = build.embed_array
+
+    def counting(model, images, rows, *args, **kwargs):
+        embedded.append(len(rows))
+        return real(model, images, rows, *args, **kwargs)
+
+    monkeypatch.setattr(build, "embed_array", counting)
+    with pytest.raises(ConfigError, match=r"'Fat' is not a faiss factory string \(could not parse"):
+        build_index(embedding_run, tmp_path / "bad", factory="Fat", show_progress=False)
+    assert embedded == [] and not (tmp_path / "bad").exists()
+
+    build_index(embedding_run, tmp_path / "idx", show_progress=False)
+    assert embedded == [35]
+    more = _new_catalogue(tmp_path / "more")
+    _, added = add_to_index(tmp_path / "idx", more, show_progress=False)
+    _, again = add_to_index(tmp_path / "idx", more, show_progress=False)
+    assert (added, again) == (4, 0) and embedded == [35, 4]  # the re-add embeds nothing
+
+
+def test_search_and_evaluate_argument_errors(embedding_run, tmp_path, capsys):
+    idx = tmp_path / "idx"
+    assert main(["index", "build", str(embedding_run), "--out", str(idx), "--quiet"]) == 0
+    query = load_index(idx).metadata["path"].iloc[0]
+    assert main(["search", str(idx), query, "-k", "0"]) == 2
+    assert "-k must be at least 1" in capsys.readouterr().err
+    assert main(["index", "evaluate", str(idx), "--queries", "valid"]) == 0
+    assert (idx / "evaluation-valid.json").is_file() and not (idx / "evaluation.json").exists()
+    assert main(["index", "evaluate", str(idx)]) == 0
+    assert json.loads((idx / "evaluation-valid.json").read_text())["query_set"] == "valid"
+    assert json.loads((idx / "evaluation.json").read_text())["query_set"] == "all"
+    (tmp_path / "moved").mkdir()
+    assert (
+        main(
+            ["index", "evaluate", str(idx), "--queries", "valid", "--run", str(tmp_path / "moved")]
+        )
+        == 2
+    )
+    assert "--run RUN_DIR, or use --queries all" in capsys.readouterr().err

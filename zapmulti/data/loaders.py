@@ -46,10 +46,13 @@ def m_per_class_order(
     labels = np.asarray(labels)
     groups = len(np.unique(labels))
     if m * groups < batch_size:
+        fits = [
+            d for d in range(m, batch_size + 1) if not batch_size % d and d * groups >= batch_size
+        ]
         raise ConfigError(
             f"train.sampler m_per_class: {head} has {groups} label group(s), so m_per_class={m} "
-            f"fills only {m * groups} rows of a batch of {batch_size}; raise train.m_per_class "
-            f"to at least {-(-batch_size // groups)} (dividing the batch size) or lower "
+            f"fills only {m * groups} rows of a batch of {batch_size}; set train.m_per_class="
+            f"{fits[0]} (the smallest that divides the batch and fills it), or lower "
             "train.batch_size"
         )
     length = max(batch_size, len(labels) - len(labels) % batch_size)

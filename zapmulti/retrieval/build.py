@@ -22,6 +22,7 @@ from zapmulti.retrieval.index import (
     DEFAULT_NPROBE,
     IndexDirError,
     SimilarityIndex,
+    check_factory,
     create_faiss_index,
     is_exact,
     load_index,
@@ -55,8 +56,9 @@ def embed_catalogue(
     batch_size: int = 128,
     device: str | None = None,
     show_progress: bool = True,
+    skip_paths: set[str] | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray, str]:
-    """Embed every readable catalogue image.
+    """Embed every readable catalogue image, except those whose real path is in `skip_paths`.
 
     Returns:
         The catalogue rows that were embedded (path, key, group and label columns), their
@@ -67,6 +69,13 @@ def embed_catalogue(
     table = read_catalogue(data_config)
     if table.empty:
         raise DataError(f"the catalogue under {data_config.root} has no usable image")
+    if skip_paths:
+        keep = np.array([os.path.realpath(p) not in skip_paths for p in table["path"]], dtype=bool)
+        if (~keep).any():
+            logger.info("%d item(s) are already in the index and are skipped", int((~keep).sum()))
+        table = table[keep].reset_index(drop=True)
+        if table.empty:
+            return table, np.zeros((0, embedding_dim(run.model, kind)), np.float32), kind
     m = run.config.model
     cache = build_cache(
         table["path"].tolist(),
@@ -133,6 +142,8 @@ def build_index(
             )
     if not isinstance(run, Run):
         run = load_run(run)
+    # A bad factory string is an error before the catalogue is embedded, not after.
+    check_factory(factory, embedding_dim(run.model, resolve_embedding(run.model, embedding)))
     table, vectors, kind = embed_catalogue(run, data, embedding, batch_size, device, show_progress)
     if len(vectors) == 0:
         raise DataError("no catalogue image could be read; nothing to index")
@@ -184,21 +195,19 @@ def add_to_index(
     index = load_index(index_dir)
     run = run_for_index(index, run)
     kind = index.manifest.get("embedding", "backbone")
-    table, vectors, _ = embed_catalogue(run, data, kind, batch_size, device, show_progress)
     known = {os.path.realpath(p) for p in index.metadata["path"]}
-    new = np.array([os.path.realpath(p) not in known for p in table["path"]], dtype=bool)
-    if (~new).any():
-        logger.info("%d item(s) are already in the index and are skipped", int((~new).sum()))
-    added = int(new.sum())
+    # Items already indexed are left out before embedding, not after.
+    table, vectors, _ = embed_catalogue(run, data, kind, batch_size, device, show_progress, known)
+    added = len(table)
     if added == 0:
         logger.info("nothing to add to %s", index_dir)
         return index, 0
 
     faiss_index = index.index
-    faiss_index.add(np.ascontiguousarray(vectors[new]))
-    metadata = pd.concat([index.metadata, _metadata(table[new])], ignore_index=True)
+    faiss_index.add(np.ascontiguousarray(vectors))
+    metadata = pd.concat([index.metadata, _metadata(table)], ignore_index=True)
     metadata = metadata.astype(object).where(metadata.notna(), None)
-    all_vectors = np.concatenate([np.asarray(index.vectors, dtype=np.float32), vectors[new]])
+    all_vectors = np.concatenate([np.asarray(index.vectors, dtype=np.float32), vectors])
     manifest: dict[str, Any] = dict(index.manifest)
     manifest["additions"] = [
         *manifest.get("additions", []),

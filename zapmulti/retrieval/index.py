@@ -158,10 +158,16 @@ def _new_index(factory: str, dim: int) -> faiss.Index:
         return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+        first = first.rsplit(": ", 1)[-1]  # faiss prefixes the C++ function and source line
         raise ConfigError(
             f"index factory {factory!r} is not a faiss factory string ({first}); use e.g. "
             "'Flat' (exact), 'HNSW32', 'IVF256,Flat' or 'IVF256,PQ16'"
         ) from None
+
+
+def check_factory(factory: str, dim: int) -> None:
+    """Raise a ConfigError now, before any embedding, if `factory` is not a faiss factory string."""
+    _new_index(plan_factory(factory, 1_000_000, dim).used, dim)
 
 
 def create_faiss_index(

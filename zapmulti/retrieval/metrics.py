@@ -165,7 +165,7 @@ def held_out_queries(
     if not split_path.is_file():
         raise DataError(
             f"{split_path} not found: held-out queries need the split.csv of the run that built "
-            "the index; pass the run directory, or score every item instead"
+            "the index; pass its run directory with --run RUN_DIR, or use --queries all"
         )
     saved = pd.read_csv(split_path, dtype=str, keep_default_na=False)
     if list(saved.columns[:2]) != ["key", "split"]:
