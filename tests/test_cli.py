@@ -22,7 +22,8 @@ def _write_config(tmp_path, raw) -> str:
     return str(path)
 
 
-def test_train_evaluate_predict(utzap_config_dict, utzap_root, tmp_path, capsys):
+def test_train_evaluate_predict(utzap_config_dict, utzap_root, tmp_path, capsys, caplog):
+    caplog.set_level("INFO", logger="zapmulti")
     cfg = _write_config(tmp_path, utzap_config_dict)
     run = tmp_path / "run"
     assert (
@@ -43,6 +44,11 @@ def test_train_evaluate_predict(utzap_config_dict, utzap_root, tmp_path, capsys)
     )
     out = capsys.readouterr().out
     assert "gender" in out and "run directory" in out
+    # without progress bars, each epoch (1 frozen + 2 unfrozen) is still one log line
+    epochs = [r.getMessage() for r in caplog.records if "epoch " in r.getMessage()]
+    stages = ["frozen epoch 1/1", "unfrozen epoch 1/2", "unfrozen epoch 2/2"]
+    assert [line.split(":")[0] for line in epochs] == stages
+    assert all("valid_loss=" in line and "gender_err=" in line for line in epochs)
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["train"]["unfrozen_epochs"] == 2 and saved["heads"][2]["weight"] == 0.2
 

@@ -11,7 +11,7 @@ import pytest
 from zapmulti import artifacts
 from zapmulti.config import config_from_dict
 from zapmulti.data.labels import MISSING
-from zapmulti.errors import DataError, RunDirError
+from zapmulti.errors import ConfigError, DataError, RunDirError
 from zapmulti.train import prepare_data, train
 
 
@@ -69,6 +69,26 @@ def test_existing_run_dir_is_not_overwritten(trained_run, utzap_config_dict):
     with pytest.raises(RunDirError, match="--overwrite"):
         train(config_from_dict(utzap_config_dict), trained_run, show_progress=False)
     assert (trained_run / artifacts.WEIGHTS).read_bytes() == before
+
+
+def test_failed_setup_leaves_no_run_to_overwrite(utzap_config_dict, tmp_path):
+    """A config error found while building the loaders does not block the corrected rerun."""
+    raw = json.loads(json.dumps(utzap_config_dict))
+    raw["train"].update(sampler="m_per_class", sampler_head="category", m_per_class=2)
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match="m_per_class"):
+        train(config_from_dict(raw), out, show_progress=False)
+    assert not out.exists()
+
+    kept = tmp_path / "mine"  # a folder the user made stays, emptied of what train wrote
+    kept.mkdir()
+    with pytest.raises(ConfigError, match="m_per_class"):
+        train(config_from_dict(raw), kept, show_progress=False)
+    assert kept.is_dir() and not any(kept.iterdir())
+
+    raw["train"].update(m_per_class=4, batch_size=12, frozen_epochs=0)
+    run = train(config_from_dict(raw), out, show_progress=False)
+    assert (run / artifacts.WEIGHTS).is_file()
 
 
 def test_bad_images_skip_or_stop(utzap_root, utzap_config_dict, tmp_path):

@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         args.paths,
         batch_size=args.batch_size,
         device=args.device,
-        show_progress=bool(args.out),
+        show_progress=bool(args.out) and sys.stdout.isatty(),
     )
     if args.out:
         write_predictions(frame, args.out)
@@ -449,10 +450,17 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # fastai's layers module scripts two activations at import; torch 2.10+ warns about it on
+    # every command. The warning is about fastai's code, not the user's, so the CLI hides it.
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated")
+    if hasattr(args, "quiet") and not sys.stdout.isatty():
+        args.quiet = True  # progress bars redirected to a file or pipe are only noise
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        logging.getLogger("faiss").setLevel(logging.WARNING)  # its CPU-feature probing notes
     # SIGTERM ends a run like Ctrl-C: the last completed epoch's checkpoint stays resumable.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:

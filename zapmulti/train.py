@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -282,23 +283,34 @@ def train(
     show_progress: bool = True,
 ) -> Path:
     """Train every head the config declares; write a complete run directory and return its path."""
+    existed = Path(out).exists()
     run_dir = artifacts.prepare_run_dir(out, overwrite=overwrite)
-    set_seed(config.train.seed, reproducible=False)
-    prepared = prepare_data(config, show_progress=show_progress)
+    try:
+        set_seed(config.train.seed, reproducible=False)
+        prepared = prepare_data(config, show_progress=show_progress)
 
-    save_split(prepared.table["key"], prepared.is_valid, run_dir / artifacts.SPLIT)
-    artifacts.save_run_metadata(run_dir, config, prepared.specs)
-    _write_skipped(run_dir, prepared)
+        save_split(prepared.table["key"], prepared.is_valid, run_dir / artifacts.SPLIT)
+        artifacts.save_run_metadata(run_dir, config, prepared.specs)
+        _write_skipped(run_dir, prepared)
 
-    model = build_model(
-        config.model.backbone, config.model.weights, prepared.specs, config.model.dropout
-    )
-    learn = make_learner(config, prepared, model, run_dir)
-    if not show_progress:
-        _quiet(learn)
-    lr = config.train.lr
-    if lr is None:
-        lr = find_lr(learn, config, run_dir) if config.train.lr_find else config.train.lr_fallback
+        model = build_model(
+            config.model.backbone, config.model.weights, prepared.specs, config.model.dropout
+        )
+        learn = make_learner(config, prepared, model, run_dir)
+        if not show_progress:
+            _quiet(learn)
+        lr = config.train.lr
+        if lr is None and config.train.lr_find:
+            lr = find_lr(learn, config, run_dir)
+        elif lr is None:
+            lr = config.train.lr_fallback
+    except BaseException:
+        # Nothing trained yet: remove the half-written run so that fixing the config and running
+        # the same command again works without --overwrite.
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if existed:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        raise
     state = {"lr": lr}
     return _fit_stages(learn, config, prepared, run_dir, state, history=[])
 
@@ -414,7 +426,19 @@ def _quiet(learn: Learner) -> None:
     from fastai.callback.progress import ProgressCallback
 
     learn.remove_cb(ProgressCallback)
-    learn.logger = lambda *_: None
+
+    def log_epoch(values: list) -> None:
+        # Without the progress table each epoch is still one log line, e.g. for a log file.
+        names = list(learn.recorder.metric_names)
+        pairs = [f"{n}={_fmt(v)}" for n, v in zip(names, values, strict=False) if n != "epoch"]
+        stage = next((cb.stage for cb in learn.cbs if isinstance(cb, EpochCheckpoint)), "")
+        logger.info("%s epoch %d/%d: %s", stage, learn.epoch + 1, learn.n_epoch, " ".join(pairs))
+
+    learn.logger = log_epoch
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 __all__ = ["train", "resume", "prepare_data", "MISSING"]
