@@ -127,6 +127,33 @@ def test_predict_missing_path_is_an_error(trained_run, capsys):
     assert "no such file or folder: /no/such/image.jpg" in capsys.readouterr().err
 
 
+def test_predict_input_errors_are_messages(trained_run, tmp_path, capsys):
+    """An empty folder, a zero batch and a device this machine lacks: a message, no traceback."""
+    import torch
+
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", str(trained_run), str(tmp_path / "empty")]) == 2
+    assert "no image found in" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", str(trained_run), str(tmp_path), "--batch-size", "0"])
+    assert stop.value.code == 2
+    assert "--batch-size: must be at least 1, got 0" in capsys.readouterr().err
+    shoe = _any_image(tmp_path)
+    assert main(["predict", str(trained_run), str(shoe), "--device", "tpu"]) == 2
+    assert "'tpu' is not a device name" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["predict", str(trained_run), str(shoe), "--device", "cuda"]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def _any_image(folder):
+    from PIL import Image
+
+    path = folder / "shoe.png"
+    Image.new("RGB", (20, 20)).save(path)
+    return path
+
+
 def test_download_offline_says_what_to_fetch(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(download, "UTZAP_BASE", "http://127.0.0.1:9/")
     assert main(["download", "ut-zap50k", "--to", str(tmp_path / "d")]) == 2

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from zapmulti.config import config_from_dict, dump_config, load_config
+from zapmulti.config import config_from_dict, dump_config, load_config, load_data_config
 from zapmulti.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,3 +71,27 @@ def test_dump_round_trip(tmp_path):
 def test_shipped_configs_validate(name):
     cfg = load_config(REPO / "configs" / name)
     assert cfg.heads
+
+
+def test_data_only_file_folder_and_list_index_errors(tmp_path):
+    """A file with only a data section serves --data; a folder or a bad list index is named."""
+    only = tmp_path / "more.yaml"
+    only.write_text(yaml.safe_dump({"data": {"source": "folder", "root": "images"}}))
+    data = load_data_config(only)
+    assert data.source == "folder" and data.root == str((tmp_path / "images").resolve())
+    with pytest.raises(ConfigError, match=r"more.yaml:\n  data.root: .*"):
+        only.write_text(yaml.safe_dump({"data": {"source": "folder", "root": 3.5}}))
+        load_data_config(only)
+    only.write_text(yaml.safe_dump({"heads": []}))
+    with pytest.raises(ConfigError, match="has no 'data' section"):
+        load_data_config(only)
+    with pytest.raises(ConfigError, match="is a folder; give a YAML config file"):
+        load_config(tmp_path)
+    full = tmp_path / "full.yaml"
+    full.write_text(yaml.safe_dump(BASE))
+    with pytest.raises(ConfigError, match=r"heads.5.weight: index 5 is past the end .*: category"):
+        load_config(full, ["heads.5.weight=1"])
+    with pytest.raises(
+        ConfigError, match=r"no list entry named 'colour' \(entries: \['category'\]"
+    ):
+        load_config(full, ["heads.colour.weight=1"])

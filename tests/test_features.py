@@ -107,6 +107,18 @@ def test_add_head_keeps_the_other_heads(trained_run, utzap_root, tmp_path, capsy
         add_head(trained_run, HeadConfig(name="gender", column="Gender"), tmp_path / "x")
     with pytest.raises(RunDirError, match="pass --overwrite to replace it or choose another --out"):
         add_head(trained_run, HeadConfig(name="sub2", column="SubCategory"), out)
+    # The same command gives the same head: seeded initial weights and a seeded shuffle.
+    from safetensors.torch import load_file
+
+    again = tmp_path / "again"
+    argv = ["add-head", str(trained_run), "--name", "subcategory", "--column", "SubCategory"]
+    assert main([*argv, "--out", str(again), "--epochs", "10", "--quiet"]) == 0
+    first, second = load_file(out / "model.safetensors"), load_file(again / "model.safetensors")
+    assert torch.equal(
+        first["heads.subcategory.net.1.weight"], second["heads.subcategory.net.1.weight"]
+    )
+    assert main([*argv, "--name", "bad name", "--out", str(tmp_path / "z")]) == 2
+    assert "invalid config add-head options" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="no head named 'colour' to replace.*drop --replace"):
         add_head(
             trained_run, HeadConfig(name="colour", column="Color"), tmp_path / "y", replace=True

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from zapmulti import __version__
 from zapmulti.config import Config, config_from_dict, dump_config
 from zapmulti.errors import RunDirError
-from zapmulti.fileio import atomic_path, atomic_write_text
+from zapmulti.fileio import atomic_path, atomic_write_text, replaceable
 from zapmulti.model.heads import HeadSpec
 from zapmulti.model.multitask import MultiTaskModel, build_model
 
@@ -38,15 +38,24 @@ FORMAT_VERSION = 1
 def prepare_run_dir(path: str | Path, overwrite: bool = False) -> Path:
     """Create an empty run directory; refuse to clobber an existing one unless asked."""
     path = Path(path)
-    if path.exists() and any(path.iterdir()):
-        if not overwrite:
-            raise RunDirError(
-                f"run directory {path} already exists and is not empty; pass --overwrite to "
-                "replace it, --resume to continue it, or choose another --out"
-            )
+    if check_run_out(path, overwrite):
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def check_run_out(path: str | Path, overwrite: bool, hint: str | None = None) -> bool:
+    """Refuse to write a run into a non-empty folder unless it is a run and `overwrite` is set.
+
+    Returns True when an old run is there to replace.
+    """
+    hint = hint or (
+        "pass --overwrite to replace it, --resume to continue it, or choose another --out"
+    )
+    try:
+        return replaceable(path, overwrite, (MANIFEST, CHECKPOINT), "run directory", hint)
+    except ValueError as e:
+        raise RunDirError(str(e)) from None
 
 
 def state_dict_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from zapmulti import __version__
@@ -40,7 +40,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from zapmulti.evaluate import evaluate, metrics_table, save_evaluation
 
-    result = evaluate(args.run_dir, args.data, batch_size=args.batch_size, device=args.device)
+    result = evaluate(
+        args.run_dir,
+        args.data,
+        batch_size=args.batch_size,
+        device=args.device,
+        show_progress=not args.quiet,
+    )
     print(metrics_table(result))
     out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
     save_evaluation(result, out)
@@ -76,7 +82,9 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 
 def _cmd_add_head(args: argparse.Namespace) -> int:
-    from zapmulti.config import HeadConfig
+    from pydantic import ValidationError
+
+    from zapmulti.config import HeadConfig, format_errors
     from zapmulti.evaluate import metrics_table
     from zapmulti.features import add_head, replacement_head
 
@@ -85,7 +93,10 @@ def _cmd_add_head(args: argparse.Namespace) -> int:
     elif args.column is None:
         raise ConfigError("--column is required for a new head (which label column it learns)")
     else:
-        head = HeadConfig(name=args.name, column=args.column, min_count=args.min_count or 1)
+        try:
+            head = HeadConfig(name=args.name, column=args.column, min_count=args.min_count or 1)
+        except ValidationError as err:
+            raise ConfigError(format_errors(err, "add-head options")) from None
     out = add_head(
         args.run_dir,
         head,
@@ -93,6 +104,7 @@ def _cmd_add_head(args: argparse.Namespace) -> int:
         args.epochs,
         args.lr,
         overwrite=args.overwrite,
+        show_progress=not args.quiet,
         replace=args.replace,
     )
     scores = json.loads((Path(out) / "metrics.json").read_text())[args.name]
@@ -105,10 +117,15 @@ def _cmd_add_head(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_data(args: argparse.Namespace) -> int:
-    from zapmulti.config import load_config
+    from zapmulti.config import load_data_config
     from zapmulti.data.audit import check_data
 
-    report = check_data(load_config(args.config), args.out, workers=args.workers)
+    report = check_data(
+        load_data_config(args.config),
+        args.out,
+        workers=args.workers,
+        show_progress=not args.quiet,
+    )
     for row in report.itertuples():
         print(f"{row.path}: {row.reason}")
     print(f"{len(report)} bad file(s); list written to {args.out}")
@@ -127,6 +144,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         bias_head=args.bias_head,
         colour_column=args.colour_column,
         top_losses=args.top_losses,
+        show_progress=not args.quiet,
     )
     print(report_summary(out))
     print(f"report written to {out / 'index.html'}")
@@ -163,17 +181,21 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
 
 def _cmd_index_evaluate(args: argparse.Namespace) -> int:
     from zapmulti.artifacts import write_json
-    from zapmulti.retrieval import evaluate_index, evaluation_table
+    from zapmulti.retrieval import evaluate_index, evaluation_table, load_index
     from zapmulti.retrieval.metrics import held_out_queries
 
     if args.k < 1:
         raise ConfigError(f"-k must be at least 1 (neighbours per query), got {args.k}")
     name = "evaluation.json" if args.queries == "all" else f"evaluation-{args.queries}.json"
+    # Every folder is checked before the first is scored, so a typo fails fast.
+    indexes = [load_index(d) for d in args.index_dirs]
+    query_sets = [
+        held_out_queries(index, args.run) if args.queries == "valid" else None for index in indexes
+    ]
     results = []
-    for index_dir in args.index_dirs:
-        queries = held_out_queries(index_dir, args.run) if args.queries == "valid" else None
+    for index_dir, index, queries in zip(args.index_dirs, indexes, query_sets, strict=True):
         result = evaluate_index(
-            index_dir,
+            index,
             labels=args.label or None,
             k=args.k,
             max_queries=args.max_queries or None,
@@ -212,9 +234,12 @@ def _cmd_index_add(args: argparse.Namespace) -> int:
 def _cmd_search(args: argparse.Namespace) -> int:
     from zapmulti.predict import write_predictions
     from zapmulti.retrieval import load_index, save_grid, search
+    from zapmulti.retrieval.grid import grid_format
 
     if args.k < 1:
         raise ConfigError(f"-k must be at least 1 (neighbours per query), got {args.k}")
+    if args.grid:
+        grid_format(args.grid)  # a bad file name fails before any embedding
     index = load_index(args.index_dir)
     frame = search(
         index,
@@ -258,7 +283,7 @@ def _add_retrieval_commands(sub: argparse._SubParsersAction) -> None:
         help="auto (embedding head if the run has one, else backbone), backbone, head, or a "
         "head name",
     )
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=_at_least(1), default=128)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--gpu", action="store_true", help="build the faiss index on a GPU")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index folder")
@@ -274,10 +299,10 @@ def _add_retrieval_commands(sub: argparse._SubParsersAction) -> None:
         default=[],
         help="label columns or head names to score (default: the run's head columns)",
     )
-    p.add_argument("-k", type=int, default=10, help="neighbours for agreement and recall")
+    p.add_argument("-k", type=_at_least(1), default=10, help="neighbours for agreement and recall")
     p.add_argument(
         "--max-queries",
-        type=int,
+        type=_at_least(0),
         default=2000,
         help="score a seeded sample of this many queries (default 2000; 0: every query)",
     )
@@ -301,7 +326,7 @@ def _add_retrieval_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("index_dir")
     p.add_argument("--data", required=True, help="a config YAML or a data root")
     p.add_argument("--run", help="run directory (default: the one that built the index)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=_at_least(1), default=128)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_index_add)
@@ -309,7 +334,7 @@ def _add_retrieval_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="find the catalogue items most similar to query images")
     p.add_argument("index_dir")
     p.add_argument("queries", nargs="+", metavar="QUERY_IMAGE", help="image files or folders")
-    p.add_argument("-k", type=int, default=10, help="neighbours per query (default 10)")
+    p.add_argument("-k", type=_at_least(1), default=10, help="neighbours per query (default 10)")
     p.add_argument(
         "--where",
         action="append",
@@ -324,8 +349,8 @@ def _add_retrieval_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="FILE.csv or FILE.json (default: CSV on stdout)")
     p.add_argument("--grid", help="PNG of each query beside its neighbours")
     p.add_argument("--run", help="run directory (default: the one that built the index)")
-    p.add_argument("--ef-search", type=int, default=None, help="HNSW search depth")
-    p.add_argument("--nprobe", type=int, default=None, help="IVF lists to visit")
+    p.add_argument("--ef-search", type=_at_least(1), default=None, help="HNSW search depth")
+    p.add_argument("--nprobe", type=_at_least(1), default=None, help="IVF lists to visit")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.set_defaults(func=_cmd_search)
 
@@ -359,15 +384,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", help="a config YAML or a data root; default: the run's validation split"
     )
     p.add_argument("--out", help="JSON file (default: RUN_DIR/evaluation.json)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=_at_least(1), default=128)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict every head for images or folders")
     p.add_argument("run_dir")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     p.add_argument("--out", help="FILE.csv or FILE.json (default: CSV on stdout)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=_at_least(1), default=64)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.set_defaults(func=_cmd_predict)
 
@@ -401,9 +427,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--colour-column",
         help="colour label column to check the computed colour against (default: found by name)",
     )
-    p.add_argument("--top-losses", type=int, default=16, help="images per top-losses grid")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--top-losses", type=_at_least(0), default=16, help="images per top-losses grid")
+    p.add_argument("--batch-size", type=_at_least(1), default=128)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser(
@@ -416,19 +443,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--min-count",
-        type=int,
+        type=_at_least(1),
         default=None,
         help="fold rarer classes into 'other' (default 1; with --replace: the head's own)",
     )
     p.add_argument("--out", required=True, help="the new run directory")
-    p.add_argument("--epochs", type=int, default=10, help="epochs over the cached features")
-    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument(
+        "--epochs", type=_at_least(1), default=10, help="epochs over the cached features"
+    )
+    p.add_argument("--lr", type=_positive_float, default=1e-2)
     p.add_argument(
         "--replace",
         action="store_true",
         help="retrain the existing head of this name, keeping its settings and place",
     )
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_add_head)
 
     # -- check-data command (issue 5) --
@@ -438,10 +468,42 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="bad_images.csv", help="CSV of bad files (default: %(default)s)"
     )
     p.add_argument(
-        "--workers", type=int, default=None, help="decode processes (default: all cores)"
+        "--workers", type=_at_least(1), default=None, help="decode processes (default: all cores)"
     )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_check_data)
     return parser
+
+
+def _at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer no smaller than `low`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command as typed: `index build`, not `index`."""
+    sub_command = getattr(args, "index_command", None)
+    return f"{args.command} {sub_command}" if sub_command else args.command
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -466,13 +528,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except ZapmultiError as exc:
-        print(f"zapmulti {args.command}: error: {exc}", file=sys.stderr)
+        print(f"zapmulti {_command(args)}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         hint = ""
         if args.command == "train":
-            hint = "; continue with: zapmulti train --resume RUN_DIR"
-        print(f"zapmulti {args.command}: interrupted{hint}", file=sys.stderr)
+            run_dir = args.resume or args.out or str(Path("runs") / Path(args.config or "").stem)
+            hint = f"; continue with: zapmulti train --resume {run_dir}"
+        print(f"zapmulti {_command(args)}: interrupted{hint}", file=sys.stderr)
         return 130
 
 

@@ -190,10 +190,10 @@ class Config(_Strict):
         return self.primary_head or self.heads[0].name
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
+def format_errors(err: ValidationError, source: str, prefix: tuple[str, ...] = ()) -> str:
     lines = [f"invalid config {source}:"]
     for item in err.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "<top level>"
+        key = ".".join(str(p) for p in (*prefix, *item["loc"])) or "<top level>"
         msg = item["msg"]
         if item["type"] == "value_error":
             msg = msg.removeprefix("Value error, ")
@@ -236,11 +236,19 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 def _list_index(node: list, part: str, key: str) -> int:
     # Heads are a list: allow both heads.0.weight and heads.gender.weight.
     if part.isdigit():
+        if int(part) >= len(node):
+            names = [item.get("name") for item in node if isinstance(item, dict)]
+            listed = f": {', '.join(map(str, names))}" if names else ""
+            raise ConfigError(
+                f"--set {key}: index {part} is past the end of a list of {len(node)} "
+                f"(entries 0 to {len(node) - 1}{listed})"
+            )
         return int(part)
     for i, item in enumerate(node):
         if isinstance(item, dict) and item.get("name") == part:
             return i
-    raise ConfigError(f"--set {key}: no list entry named {part!r}")
+    names = [item.get("name") for item in node if isinstance(item, dict)]
+    raise ConfigError(f"--set {key}: no list entry named {part!r} (entries: {names})")
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> Config:
@@ -249,19 +257,9 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     Relative `data.root`, `split.file` and `cache_dir` resolve against the config's folder.
     """
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with 'data' and 'heads' at the top")
-    raw = apply_overrides(raw, overrides or [])
+    raw = apply_overrides(_read_yaml(path), overrides or [])
     base = path.resolve().parent
-    data = raw.get("data")
-    if isinstance(data, dict) and isinstance(data.get("root"), str):
-        data["root"] = str((base / os.path.expanduser(data["root"])).resolve())
+    _resolve_root(raw.get("data"), base)
     split = raw.get("split")
     if isinstance(split, dict) and isinstance(split.get("file"), str):
         split["file"] = str((base / split["file"]).resolve())
@@ -269,11 +267,47 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     return config_from_dict(raw, source=source)
 
 
+def load_data_config(path: str | os.PathLike) -> DataConfig:
+    """The `data` section of a YAML file: a full config, or a file holding only ``data:``."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    if "data" not in raw:
+        raise ConfigError(f"{path} has no 'data' section; see configs/ for examples")
+    _resolve_root(raw["data"], path.resolve().parent)
+    try:
+        return DataConfig.model_validate(raw["data"])
+    except ValidationError as err:
+        # Name the keys as they appear in the file: data.root, not root.
+        raise ConfigError(format_errors(err, str(path), ("data",))) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give a YAML config file (see configs/)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with 'data' and 'heads' at the top")
+    return raw
+
+
+def _resolve_root(data: Any, base: Path) -> None:
+    """A relative data.root is relative to the config file's folder."""
+    if isinstance(data, dict) and isinstance(data.get("root"), str):
+        data["root"] = str((base / os.path.expanduser(data["root"])).resolve())
+
+
 def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
+        raise ConfigError(format_errors(err, source)) from None
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from zapmulti.artifacts import Run, load_run, write_json
-from zapmulti.config import Config, HeadConfig, load_config
+from zapmulti.config import Config, HeadConfig, load_config, load_data_config
 from zapmulti.data import image_cache, read_catalogue
 from zapmulti.data.labels import build_targets, head_values, unknown_count
 from zapmulti.data.splits import load_split
@@ -32,15 +32,24 @@ def _data_config(run: Run, data: str | os.PathLike | None) -> tuple[Config, bool
         cfg = run.config.model_copy(deep=True)
         cfg.data.root = str(path.resolve())
         return cfg, False
-    other = load_config(path)
     cfg = run.config.model_copy(deep=True)
-    cfg.data = other.data
+    cfg.data = load_data_config(path)
+    if not _has_heads(path):
+        return cfg, False  # a data-only file: the run's heads, read from its columns
+    other = load_config(path)
     by_name = {h.name: h for h in other.heads}
     missing = [h.name for h in run.config.heads if h.name not in by_name]
     if missing:
         logger.info("heads %s are not in %s; they are left out of the evaluation", missing, path)
     cfg.heads = [by_name.get(h.name, h) for h in run.config.heads]
     return cfg, False
+
+
+def _has_heads(path: Path) -> bool:
+    import yaml
+
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return isinstance(raw, dict) and "heads" in raw
 
 
 @dataclass

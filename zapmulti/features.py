@@ -20,11 +20,12 @@ import torch
 from fastprogress.fastprogress import progress_bar
 
 from zapmulti import artifacts
-from zapmulti.artifacts import Run, load_run
+from zapmulti.artifacts import Run, check_run_out, load_run
 from zapmulti.config import HeadConfig, config_from_dict, config_to_dict
 from zapmulti.data.images import ImageCache, default_cache_dir
 from zapmulti.data.labels import MISSING
-from zapmulti.errors import ConfigError, RunDirError
+from zapmulti.devices import resolve_device
+from zapmulti.errors import ConfigError
 from zapmulti.fileio import atomic_dir, atomic_path, atomic_write_text
 from zapmulti.metrics import head_metrics
 from zapmulti.model.heads import Head, HeadSpec, create_head
@@ -43,7 +44,7 @@ def extract_features(
     show_progress: bool = True,
 ) -> np.ndarray:
     """Pooled backbone features [len(rows), F] (float32) of rows of a uint8 image array."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     rows = np.arange(len(images)) if rows is None else np.asarray(rows)
     model.eval().to(device)
     out = np.zeros((len(rows), model.in_features), dtype=np.float32)
@@ -229,11 +230,7 @@ def add_head(
     from zapmulti.train import prepare_data
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise RunDirError(
-            f"{out} already exists and is not empty; pass --overwrite to replace it or choose "
-            "another --out"
-        )
+    check_run_out(out, overwrite, "pass --overwrite to replace it or choose another --out")
     run = load_run(run_dir)
     if head.name in run.vocabs and not replace:
         raise ConfigError(
@@ -260,7 +257,10 @@ def add_head(
     features = cached_features(
         run.model, prepared.cache, config.cache_dir, show_progress=show_progress
     )
-    new_head = create_head(new_spec, run.model.in_features, config.model.dropout)
+    # Seeded initial weights as well as a seeded shuffle: the same command gives the same head.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.train.seed)
+        new_head = create_head(new_spec, run.model.in_features, config.model.dropout)
     target = prepared.targets[:, column]
     losses = fit_head(
         new_head, features, target, prepared.rows(valid=False), epochs, lr, seed=config.train.seed

@@ -13,6 +13,71 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def replaceable(
+    path: str | os.PathLike, overwrite: bool, markers: tuple[str, ...], what: str, hint: str
+) -> bool:
+    """Whether `path` may be written: absent, empty, or (with `overwrite`) a folder of the kind.
+
+    A non-empty folder is replaced only when `overwrite` is set and it holds one of `markers`,
+    the files that make it a `what`; anything else (someone's data, another kind of output) is
+    refused, so ``--overwrite`` never deletes what zapmulti did not write. Returns True when
+    something is there to replace. Raises ValueError with the message for the user.
+    """
+    path = Path(path)
+    if not path.exists():
+        return False
+    if not path.is_dir():
+        raise ValueError(f"{path} is a file, not a folder; choose another --out for the {what}")
+    if not any(path.iterdir()):
+        return False
+    if not overwrite:
+        raise ValueError(f"{what} {path} already exists and is not empty; {hint}")
+    if not any((path / m).exists() for m in markers):
+        a = "an" if what[0] in "aeiou" else "a"
+        raise ValueError(
+            f"{path} is a non-empty folder that is not {a} {what} (it has no "
+            f"{' or '.join(markers)}); --overwrite only replaces {a} {what}: choose another --out "
+            "or empty the folder yourself"
+        )
+    return True
+
+
+@contextlib.contextmanager
+def exclusive(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on folder `path` for this process, or raise BlockingIOError.
+
+    The lock file sits beside the folder (``.<name>.lock``), so replacing the folder whole does
+    not drop it. The operating system releases it when the process ends, however it ends.
+    Where there is no ``fcntl`` (Windows), nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.parent / f".{path.name}.lock"
+    with open(lock, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise BlockingIOError(
+                f"{what} {path} is in use by {holder}; wait for it to finish or stop it"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"process {os.getpid()}")
+        fh.flush()
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""

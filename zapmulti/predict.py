@@ -15,7 +15,8 @@ from fastprogress.fastprogress import progress_bar
 
 from zapmulti.artifacts import Run, load_run
 from zapmulti.data.images import load_array
-from zapmulti.data.sources import iter_images
+from zapmulti.data.sources import IMAGE_EXTENSIONS, iter_images
+from zapmulti.devices import resolve_device
 from zapmulti.errors import BadImageError, DataError
 from zapmulti.fileio import atomic_path
 
@@ -57,9 +58,7 @@ class _ImageFiles(torch.utils.data.Dataset):
 
 
 def _device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    return resolve_device(device)
 
 
 @torch.inference_mode()
@@ -132,6 +131,11 @@ def predict(
     if not isinstance(run, Run):
         run = load_run(run)
     files = collect_images(paths)
+    if not files:
+        raise DataError(
+            f"no image found in {', '.join(map(str, paths))}; give image files or folders that "
+            f"hold them ({', '.join(IMAGE_EXTENSIONS)})"
+        )
     dev = _device(device)
     m = run.config.model
     dataset = _ImageFiles(files, m.image_size, m.resize, m.pad_value)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import shutil
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +29,9 @@ from zapmulti.data.images import ImageCache
 from zapmulti.data.labels import MISSING, build_targets, build_vocabs, class_weights
 from zapmulti.data.loaders import make_dataloaders
 from zapmulti.data.splits import grouped_split, load_split, save_split
+from zapmulti.devices import resolve_device
 from zapmulti.errors import DataError, RunDirError
-from zapmulti.fileio import atomic_path
+from zapmulti.fileio import atomic_path, exclusive
 from zapmulti.metrics import confusion_matrix, head_metrics, macro_f1
 from zapmulti.model.heads import HeadSpec
 from zapmulti.model.multitask import MultiTaskLoss, MultiTaskModel, build_model
@@ -37,11 +40,7 @@ logger = logging.getLogger(__name__)
 
 
 def pick_device(choice: str = "auto") -> torch.device:
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RunDirError("train.device is 'cuda' but no CUDA device is available")
-        return torch.device("cuda")
-    return torch.device("cpu")
+    return resolve_device(choice)
 
 
 # --------------------------------------------------------------------------- data
@@ -283,6 +282,21 @@ def train(
     show_progress: bool = True,
 ) -> Path:
     """Train every head the config declares; write a complete run directory and return its path."""
+    with _locked(out):
+        return _train(config, out, overwrite, show_progress)
+
+
+@contextlib.contextmanager
+def _locked(run_dir: str | Path) -> Iterator[None]:
+    """One training process per run directory: a second one fails at once instead of mixing."""
+    try:
+        with exclusive(run_dir, "run directory"):
+            yield
+    except BlockingIOError as e:
+        raise RunDirError(str(e)) from None
+
+
+def _train(config: Config, out: str | Path, overwrite: bool, show_progress: bool) -> Path:
     existed = Path(out).exists()
     run_dir = artifacts.prepare_run_dir(out, overwrite=overwrite)
     try:
@@ -317,7 +331,11 @@ def train(
 
 def resume(run_dir: str | Path, show_progress: bool = True) -> Path:
     """Continue an interrupted training from its last completed epoch."""
-    run_dir = Path(run_dir)
+    with _locked(run_dir):
+        return _resume(Path(run_dir), show_progress)
+
+
+def _resume(run_dir: Path, show_progress: bool) -> Path:
     config = artifacts.read_run_config(run_dir)
     ckpt = artifacts.load_checkpoint(run_dir / artifacts.CHECKPOINT)
     vocabs = artifacts._read_json(run_dir / artifacts.VOCAB)
@@ -431,7 +449,10 @@ def _quiet(learn: Learner) -> None:
         # Without the progress table each epoch is still one log line, e.g. for a log file.
         names = list(learn.recorder.metric_names)
         pairs = [f"{n}={_fmt(v)}" for n, v in zip(names, values, strict=False) if n != "epoch"]
-        stage = next((cb.stage for cb in learn.cbs if isinstance(cb, EpochCheckpoint)), "")
+        checkpoint = next((cb for cb in learn.cbs if isinstance(cb, EpochCheckpoint)), None)
+        if checkpoint is not None and learn.epoch < checkpoint.start:
+            return  # an epoch a resume skipped: it was logged before the interruption
+        stage = checkpoint.stage if checkpoint is not None else ""
         logger.info("%s epoch %d/%d: %s", stage, learn.epoch + 1, learn.n_epoch, " ".join(pairs))
 
     learn.logger = log_epoch

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -172,8 +173,21 @@ def test_search_and_evaluate_argument_errors(embedding_run, tmp_path, capsys):
     idx = tmp_path / "idx"
     assert main(["index", "build", str(embedding_run), "--out", str(idx), "--quiet"]) == 0
     query = load_index(idx).metadata["path"].iloc[0]
-    assert main(["search", str(idx), query, "-k", "0"]) == 2
-    assert "-k must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["search", str(idx), query, "-k", "0"])
+    assert stop.value.code == 2 and "must be at least 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["index", "evaluate", str(idx), "--max-queries", "-1"])
+    assert "--max-queries: must be at least 0, got -1" in capsys.readouterr().err
+    assert main(["index", "evaluate", str(idx), "-k", "35"]) == 2  # 35 items: 34 neighbours
+    assert "use -k 34 or less" in capsys.readouterr().err
+    assert main(["index", "evaluate", str(idx), str(tmp_path / "nowhere")]) == 2
+    assert "index folder not found" in capsys.readouterr().err
+    assert not (idx / "evaluation.json").exists()  # no folder is scored before all are checked
+    assert main(["search", str(idx), query, "--grid", str(tmp_path / "g.gif")]) == 2
+    assert "unknown picture format '.gif'" in capsys.readouterr().err
+    assert main(["search", str(idx / "manifest.json"), query]) == 2
+    assert "is a file, not an index folder" in capsys.readouterr().err
     assert main(["index", "evaluate", str(idx), "--queries", "valid"]) == 0
     assert (idx / "evaluation-valid.json").is_file() and not (idx / "evaluation.json").exists()
     assert main(["index", "evaluate", str(idx)]) == 0
@@ -187,3 +201,65 @@ def test_search_and_evaluate_argument_errors(embedding_run, tmp_path, capsys):
         == 2
     )
     assert "--run RUN_DIR, or use --queries all" in capsys.readouterr().err
+
+
+def test_overwrite_replaces_only_an_index(embedding_run, tmp_path, capsys):
+    """--overwrite never deletes a folder that zapmulti did not write as an index."""
+    papers = tmp_path / "papers"
+    papers.mkdir()
+    (papers / "thesis.txt").write_text("years of work")
+    build = ["index", "build", str(embedding_run), "--quiet", "--overwrite", "--out"]
+    assert main([*build, str(papers)]) == 2
+    assert "is a non-empty folder that is not an index folder" in capsys.readouterr().err
+    assert (papers / "thesis.txt").read_text() == "years of work"
+    assert main([*build, str(embedding_run)]) == 2  # a run is not an index either
+    assert (embedding_run / "model.safetensors").is_file()
+    capsys.readouterr()
+    idx = tmp_path / "idx"
+    assert main([*build, str(idx)]) == 0 and main([*build, str(idx)]) == 0  # an index: replaced
+
+
+def test_a_changed_model_cannot_search_an_old_index(embedding_run, tmp_path, capsys):
+    """The manifest's fingerprint of the embedding weights catches a retrained or replaced head;
+    a change to another head leaves the index usable."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    idx = tmp_path / "idx"
+    assert main(["index", "build", str(embedding_run), "--out", str(idx), "--quiet"]) == 0
+    query = load_index(idx).metadata["path"].iloc[0]
+    capsys.readouterr()
+
+    def altered(prefix: str) -> str:
+        copy = tmp_path / f"run-{prefix.strip('.').replace('.', '-')}"
+        shutil.copytree(embedding_run, copy)
+        weights = load_file(copy / "model.safetensors")
+        name = next(k for k in weights if k.startswith(prefix) and k.endswith("weight"))
+        weights[name] = weights[name] + 0.05
+        save_file(weights, copy / "model.safetensors")
+        return str(copy)
+
+    assert main(["search", str(idx), query, "-k", "3", "--run", altered("heads.category.")]) == 0
+    assert float(pd.read_csv(io.StringIO(capsys.readouterr().out))["score"][0]) == pytest.approx(1)
+    assert main(["search", str(idx), query, "--run", altered("heads.similar.")]) == 2
+    assert "embeds differently from the model that built" in capsys.readouterr().err
+    assert main(["index", "add", str(idx), "--data", str(tmp_path), "--run", altered("body.")]) == 2
+    assert "rebuild the index" in capsys.readouterr().err
+
+
+def test_add_from_a_data_only_yaml_keys_items_by_absolute_path(embedding_run, tmp_path, capsys):
+    """`index add --data` takes a file with only a data section; items from another catalogue
+    are keyed by their absolute path, so they can never pass for the run's split items."""
+    idx = tmp_path / "idx"
+    assert main(["index", "build", str(embedding_run), "--out", str(idx), "--quiet"]) == 0
+    more = Path(_new_catalogue(tmp_path / "more"))
+    raw = yaml.safe_load(more.read_text())
+    more.write_text(yaml.safe_dump({"data": raw["data"]}))
+    assert main(["index", "add", str(idx), "--data", str(more), "--quiet"]) == 0
+    assert "4 item(s) added" in capsys.readouterr().out
+    added = load_index(idx).metadata.iloc[35:]
+    assert len(added) == 4
+    assert all(Path(k).is_absolute() and Path(k).is_file() for k in added["key"])
+    assert list(added["key"]) == [str(Path(p).resolve()) for p in added["path"]]
+    assert load_index(idx).metadata["key"].is_unique

@@ -79,6 +79,33 @@ def test_bad_filters_name_the_problem(toy):
         search_vectors(toy, unit_vectors(1, 16), where=["size=9"])
     with pytest.raises(DataError, match="KEY=VALUE"):
         parse_where(["colour"])
+    with pytest.raises(DataError, match="use one '=' \\(KEY=VALUE\\), e.g. colour=Black"):
+        parse_where(["colour==Black"])
+
+
+def test_grid_is_capped_and_named_by_format(tmp_path, caplog):
+    """A grid draws at most 20 neighbours a query whatever k is, in the format its name asks."""
+    import pandas as pd
+    from PIL import Image
+
+    from zapmulti.errors import ConfigError
+    from zapmulti.retrieval.grid import CELL_INCHES, MAX_GRID_NEIGHBOURS, save_grid
+
+    shoe = tmp_path / "shoe.jpg"
+    Image.new("RGB", (40, 30), (200, 40, 40)).save(shoe)
+    k = 60
+    results = pd.DataFrame(
+        {"query": str(shoe), "rank": range(1, k + 1), "score": 0.5, "path": str(shoe)}
+    )
+    caplog.set_level("WARNING")
+    save_grid(results, tmp_path / "g.png")
+    assert "first 20 neighbours" in caplog.text
+    width = Image.open(tmp_path / "g.png").size[0]
+    assert width == pytest.approx(CELL_INCHES * (1 + MAX_GRID_NEIGHBOURS) * 110, rel=0.02)
+    save_grid(results.head(5), tmp_path / "g.jpg")
+    assert Image.open(tmp_path / "g.jpg").format == "JPEG"
+    with pytest.raises(ConfigError, match="unknown picture format '.gif'"):
+        save_grid(results, tmp_path / "g.gif")
 
 
 @pytest.mark.parametrize("factory", ["Flat", "HNSW8", "IVF4,Flat"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 from fastprogress.fastprogress import progress_bar
 
-from zapmulti.config import Config
+from zapmulti.config import Config, DataConfig
 from zapmulti.data.images import decode_image
 from zapmulti.data.sources import load_table
 from zapmulti.errors import BadImageError
@@ -43,7 +43,7 @@ def audit_images(
 
 
 def check_data(
-    config: Config,
+    config: Config | DataConfig,
     out: str | os.PathLike | None = None,
     workers: int | None = None,
     show_progress: bool = True,
@@ -54,11 +54,12 @@ def check_data(
         A table with columns ``path``, ``key`` and ``reason``, one row per bad file (files the
         catalogue lists but that are not on disk are included).
     """
-    table = load_table(config.data)
+    data = config.data if isinstance(config, Config) else config
+    table = load_table(data)
     reasons = audit_images(table["path"].tolist(), workers, show_progress)
     bad = table.loc[[bool(r) for r in reasons], ["path", "key"]].copy()
     bad["reason"] = [r for r in reasons if r]
-    root = Path(config.data.root)
+    root = Path(data.root)
     missing = pd.DataFrame(
         {
             "path": [str(root / k) for k in table.attrs.get("missing_files", [])],

@@ -12,17 +12,22 @@ import numpy as np
 import pandas as pd
 
 from zapmulti.artifacts import Run, load_run
-from zapmulti.config import DataConfig, load_config
+from zapmulti.config import DataConfig, load_data_config
 from zapmulti.data import read_catalogue
 from zapmulti.data.images import build_cache
 from zapmulti.errors import DataError
-from zapmulti.retrieval.embeddings import embed_array, embedding_dim, resolve_embedding
+from zapmulti.retrieval.embeddings import (
+    embed_array,
+    embedding_dim,
+    embedding_fingerprint,
+    resolve_embedding,
+)
 from zapmulti.retrieval.index import (
     DEFAULT_EF_SEARCH,
     DEFAULT_NPROBE,
-    IndexDirError,
     SimilarityIndex,
     check_factory,
+    check_index_out,
     create_faiss_index,
     is_exact,
     load_index,
@@ -45,7 +50,7 @@ def resolve_data(run: Run, data: DataConfig | str | os.PathLike | None) -> DataC
         other.root = str(path.resolve())
         return other
     if path.is_file():
-        return load_config(path).data
+        return load_data_config(path)
     raise DataError(f"--data {path}: neither a data folder nor a config file")
 
 
@@ -135,11 +140,7 @@ def build_index(
     """
     if out is not None:
         out = Path(out)
-        if not overwrite and out.exists() and any(out.iterdir()):
-            raise IndexDirError(
-                f"index folder {out} already exists and is not empty; pass --overwrite to "
-                "replace it, `zapmulti index add` to extend it, or choose another --out"
-            )
+        check_index_out(out, overwrite)
     if not isinstance(run, Run):
         run = load_run(run)
     # A bad factory string is an error before the catalogue is embedded, not after.
@@ -156,6 +157,7 @@ def build_index(
         embedding=kind,
         embedding_source="pooled backbone features" if kind == "backbone" else "embedding head",
         dim=embedding_dim(run.model, kind),
+        model_fingerprint=embedding_fingerprint(run.model, kind),
         factory=plan.requested,
         factory_used=plan.used,
         factory_notes=plan.notes,
@@ -203,6 +205,14 @@ def add_to_index(
         logger.info("nothing to add to %s", index_dir)
         return index, 0
 
+    root = resolve_data(run, data).root
+    if "key" in table.columns and os.path.realpath(root) != os.path.realpath(
+        index.manifest.get("data_root") or ""
+    ):
+        # A key is a path relative to its catalogue's root, so another catalogue's keys can
+        # repeat the index's own (and be taken for the run's split items): key them by their
+        # absolute path instead.
+        table = table.assign(key=table["path"].map(os.path.realpath))
     faiss_index = index.index
     faiss_index.add(np.ascontiguousarray(vectors))
     metadata = pd.concat([index.metadata, _metadata(table)], ignore_index=True)
@@ -211,7 +221,7 @@ def add_to_index(
     manifest: dict[str, Any] = dict(index.manifest)
     manifest["additions"] = [
         *manifest.get("additions", []),
-        {"data_root": resolve_data(run, data).root, "items": added, "time": _now()},
+        {"data_root": root, "items": added, "time": _now()},
     ]
     updated = SimilarityIndex(faiss_index, metadata, all_vectors, manifest)
     updated.save(index_dir, overwrite=True)

@@ -16,6 +16,7 @@ from fastprogress.fastprogress import progress_bar
 
 from zapmulti.artifacts import Run
 from zapmulti.data.images import load_array
+from zapmulti.devices import resolve_device as _resolve
 from zapmulti.errors import BadImageError, ConfigError
 from zapmulti.model.multitask import MultiTaskModel
 
@@ -29,7 +30,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """`None` means CUDA when it is available, else the CPU."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    return _resolve(device)
 
 
 def embedding_heads(model: MultiTaskModel) -> list[str]:
@@ -59,6 +60,24 @@ def resolve_embedding(model: MultiTaskModel, choice: str = "auto") -> str:
         f"{heads or 'none'}); choose 'auto', 'backbone'"
         + (", 'head' or one of those names" if heads else ", or train a head with type: embedding")
     )
+
+
+def embedding_fingerprint(model: MultiTaskModel, kind: str) -> str:
+    """A hash of every weight that makes the embedding `kind`: the backbone, plus the head.
+
+    The index manifest keeps it, so a search with a model whose embedding changed since the
+    build (retrained, head replaced) is refused instead of returning meaningless neighbours.
+    Other heads do not count: adding or retraining a classification head keeps the index valid.
+    """
+    import hashlib
+
+    prefixes = ("body.",) if kind == BACKBONE else ("body.", f"heads.{kind}.")
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(model.state_dict().items()):
+        if name.startswith(prefixes):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def embedding_dim(model: MultiTaskModel, kind: str) -> int:

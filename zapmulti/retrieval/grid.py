@@ -12,12 +12,14 @@ import numpy as np
 import pandas as pd
 
 from zapmulti.data.images import decode_image
-from zapmulti.errors import BadImageError
+from zapmulti.errors import BadImageError, ConfigError
 from zapmulti.fileio import atomic_path
 
 logger = logging.getLogger(__name__)
 
 MAX_GRID_QUERIES = 20
+MAX_GRID_NEIGHBOURS = 20
+FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".pdf": "pdf", ".svg": "svg"}
 CELL_INCHES = 1.7
 
 
@@ -31,11 +33,23 @@ def _thumbnail(path: str) -> np.ndarray | None:
     return np.asarray(img)
 
 
+def grid_format(out: str | os.PathLike) -> str:
+    """The picture format a grid file name asks for, or a ConfigError naming the choices."""
+    suffix = Path(out).suffix.lower()
+    if suffix not in FORMATS:
+        raise ConfigError(
+            f"--grid {out}: unknown picture format {suffix or '(no extension)'!r}; end the "
+            f"name with one of {', '.join(FORMATS)}"
+        )
+    return FORMATS[suffix]
+
+
 def save_grid(
     results: pd.DataFrame,
     out: str | os.PathLike,
     labels: Sequence[str] | None = None,
     max_queries: int = MAX_GRID_QUERIES,
+    max_neighbours: int = MAX_GRID_NEIGHBOURS,
 ) -> Path:
     """Draw one row per query: the query, then its neighbours titled rank, score and labels.
 
@@ -44,6 +58,8 @@ def save_grid(
         out: the PNG to write (atomically).
         labels: label columns to print under each neighbour (default: up to three of them).
         max_queries: draw at most this many queries; the rest are left out with a warning.
+        max_neighbours: draw at most this many neighbours per query (the results file keeps
+            them all); a grid of hundreds of columns would take gigabytes to draw.
     """
     import matplotlib
 
@@ -51,6 +67,7 @@ def save_grid(
     import matplotlib.pyplot as plt
 
     out = Path(out)
+    fmt = grid_format(out)
     queries = list(dict.fromkeys(results["query"].tolist())) if len(results) else []
     if len(queries) > max_queries:
         logger.warning(
@@ -62,6 +79,12 @@ def save_grid(
     if labels is None:
         skip = {"query", "rank", "score", "path", "key", "group"}
         labels = [c for c in results.columns if c not in skip][:3]
+    if len(results) and (results["rank"] > max_neighbours).any():
+        logger.warning(
+            "grid: drawing the first %d neighbours of each query (the results keep all of them)",
+            max_neighbours,
+        )
+        results = results[results["rank"] <= max_neighbours]
     cols = 1 + max((int((results["query"] == q).sum()) for q in queries), default=0)
     rows = max(1, len(queries))
     fig, axes = plt.subplots(
@@ -85,6 +108,6 @@ def save_grid(
         axes[0, 0].text(0.5, 0.5, "no results", ha="center", va="center")
     fig.tight_layout()
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format=fmt, dpi=110)
     plt.close(fig)
     return out

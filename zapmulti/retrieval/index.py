@@ -27,7 +27,7 @@ import pandas as pd
 from zapmulti import __version__
 from zapmulti.artifacts import write_json
 from zapmulti.errors import ConfigError, ZapmultiError
-from zapmulti.fileio import atomic_dir
+from zapmulti.fileio import atomic_dir, replaceable
 
 logger = logging.getLogger(__name__)
 
@@ -287,11 +287,7 @@ class SimilarityIndex:
     def save(self, path: str | Path, overwrite: bool = True) -> Path:
         """Write the folder atomically: an interrupted save leaves the old folder (or none)."""
         path = Path(path)
-        if not overwrite and path.exists() and any(path.iterdir()):
-            raise IndexDirError(
-                f"index folder {path} already exists and is not empty; pass --overwrite to "
-                "replace it or choose another --out"
-            )
+        check_index_out(path, overwrite)
         self.manifest["items"] = len(self)
         with atomic_dir(path) as tmp:
             faiss.write_index(to_cpu(self.index), str(tmp / INDEX_FILE))
@@ -301,6 +297,17 @@ class SimilarityIndex:
         self.path = path
         logger.info("index of %d item(s) written to %s", len(self), path)
         return path
+
+
+def check_index_out(path: str | Path, overwrite: bool) -> None:
+    """Refuse a non-empty --out unless it is an index folder and `overwrite` is set."""
+    hint = (
+        "pass --overwrite to replace it, `zapmulti index add` to extend it, or choose another --out"
+    )
+    try:
+        replaceable(path, overwrite, (MANIFEST,), "index folder", hint)
+    except ValueError as e:
+        raise IndexDirError(str(e)) from None
 
 
 def new_manifest(**fields: Any) -> dict[str, Any]:
@@ -318,6 +325,11 @@ def load_index(path: str | Path) -> SimilarityIndex:
     import json
 
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise IndexDirError(
+            f"{path} is a file, not an index folder; give the folder that `zapmulti index build "
+            "--out` wrote (it holds manifest.json)"
+        )
     if not path.is_dir():
         raise IndexDirError(
             f"index folder not found: {path} (build one with `zapmulti index build`)"

@@ -19,7 +19,7 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from zapmulti.errors import DataError
+from zapmulti.errors import ConfigError, DataError
 from zapmulti.retrieval.index import SimilarityIndex, load_index
 from zapmulti.retrieval.search import exact_search, search_vectors
 
@@ -209,11 +209,22 @@ def evaluate_index(
         ``labels`` (per column: precision_at_1, r_precision, mean_average_precision_at_r,
         top{k}_agreement and counts), ``recall_at_{k}`` (None for an exact index) and context.
     """
+    if max_queries is not None and max_queries < 1:
+        raise ConfigError(
+            f"max_queries must be at least 1 (or None for every item), got {max_queries}"
+        )
+    if k < 1:
+        raise ConfigError(f"k must be at least 1 (neighbours per query), got {k}")
     if not isinstance(index, SimilarityIndex):
         index = load_index(index)
     n = len(index)
     if n < 2:
         raise DataError(f"{index.path}: {n} item(s); evaluation needs at least 2")
+    if k > n - 1:
+        raise ConfigError(
+            f"-k {k}: {index.path} holds {n} item(s), so a query has at most {n - 1} neighbours "
+            f"besides itself; use -k {n - 1} or less"
+        )
     columns = resolve_label_columns(index, labels)
     pool = np.arange(n) if queries is None else np.unique(np.asarray(queries, dtype=np.int64))
     if len(pool) == 0 or pool.min() < 0 or pool.max() >= n:

@@ -22,7 +22,7 @@ import pandas as pd
 from zapmulti.artifacts import Run, load_run
 from zapmulti.errors import DataError, RunDirError
 from zapmulti.predict import collect_images
-from zapmulti.retrieval.embeddings import embed_files
+from zapmulti.retrieval.embeddings import embed_files, embedding_fingerprint
 from zapmulti.retrieval.index import SimilarityIndex, index_search, search_parameters
 
 logger = logging.getLogger(__name__)
@@ -70,6 +70,11 @@ def parse_where(where: Sequence[str] | Mapping[str, str | Sequence[str]] | None)
                 )
     grouped: dict[tuple[str, bool], list[str]] = {}
     for key, value, negate in pairs:
+        if value.startswith("="):
+            raise DataError(
+                f"--where {key}{'!=' if negate else '='}{value}: use one '=' (KEY=VALUE), "
+                f"e.g. {key}={value.lstrip('=')}"
+            )
         if not key:
             raise DataError(f"--where {key}={value}: the column name is empty")
         grouped.setdefault((key, negate), []).append(value)
@@ -104,11 +109,13 @@ def filter_mask(metadata: pd.DataFrame, conditions: Sequence[Condition]) -> np.n
         if not cond.negate and not hit.any():
             present = sorted({str(v) for v in values.dropna().unique()})
             logger.warning(
-                "--where %s=%s matches no item; values of %s include %s",
+                "--where %s=%s matches no item; values of %s include %s "
+                "(values match exactly; repeat --where %s=... for alternatives)",
                 cond.column,
-                "|".join(cond.values),
+                " or ".join(cond.values),
                 column,
                 present[:12],
+                cond.column,
             )
         keep &= ~hit if cond.negate else hit
     if not keep.any():
@@ -271,6 +278,15 @@ def run_for_index(index: SimilarityIndex, run: Run | str | os.PathLike | None = 
         raise RunDirError(
             f"{index.path} was built with the embedding head {kind!r}, which run {run.path} "
             f"does not have; pass the run that built it with --run"
+        )
+    recorded_print = index.manifest.get("model_fingerprint")
+    if recorded_print and recorded_print != embedding_fingerprint(run.model, kind):
+        raise RunDirError(
+            f"run {run.path} embeds differently from the model that built {index.path}: its "
+            f"{'backbone' if kind == 'backbone' else 'backbone or ' + repr(kind) + ' head'} "
+            "weights changed since (retrained, --overwrite, or the head replaced). Its vectors "
+            "would not be comparable with the index's; rebuild the index with `zapmulti index "
+            "build RUN --out INDEX_DIR --overwrite`, or pass the run that built it with --run"
         )
     return run
 
