@@ -29,7 +29,7 @@ from zapmulti.errors import ConfigError
 from zapmulti.fileio import atomic_dir, atomic_path, atomic_write_text
 from zapmulti.metrics import head_metrics
 from zapmulti.model.heads import Head, HeadSpec, create_head
-from zapmulti.model.multitask import MultiTaskModel
+from zapmulti.model.multitask import MultiTaskModel, for_inference
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def extract_features(
     """Pooled backbone features [len(rows), F] (float32) of rows of a uint8 image array."""
     device = resolve_device(device)
     rows = np.arange(len(images)) if rows is None else np.asarray(rows)
-    model.eval().to(device)
+    model = for_inference(model, device)
     out = np.zeros((len(rows), model.in_features), dtype=np.float32)
     starts = range(0, len(rows), batch_size)
     for start in progress_bar(starts, leave=False) if show_progress else starts:

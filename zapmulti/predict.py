@@ -19,6 +19,7 @@ from zapmulti.data.sources import IMAGE_EXTENSIONS, iter_images
 from zapmulti.devices import resolve_device
 from zapmulti.errors import BadImageError, DataError
 from zapmulti.fileio import atomic_path
+from zapmulti.model.multitask import for_inference
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def infer_batches(
     Classification heads give probabilities (softmax); other head types their raw output.
     """
     kinds = [s.type for s in model.specs]
-    model.eval().to(device)
+    model = for_inference(model, device)
     chunks: list[list[np.ndarray]] | None = None
     bar = progress_bar(batches, total=total, leave=False) if total else batches
     for x in bar:

@@ -617,9 +617,12 @@ def report_summary(folder: str | os.PathLike) -> str:
     worst = bias["worst"]
     if worst:
         lines.append(
-            f"worst bucket: {worst['bucket']} ({worst['gap']:+.3f} against overall"
+            f"worst bucket of at least {bias['min_count']} rows: {worst['bucket']} "
+            f"({worst['gap']:+.3f} against overall"
             f"{', outside its interval' if worst['outside_ci'] else ', inside its interval'})"
         )
+    elif bias["buckets"]:
+        lines.append(f"no bucket has the {bias['min_count']} labelled rows to be called the worst")
     agreement = bias.get("agreement")
     if agreement and agreement["n"]:
         lines.append(

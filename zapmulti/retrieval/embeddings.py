@@ -18,7 +18,7 @@ from zapmulti.artifacts import Run
 from zapmulti.data.images import load_array
 from zapmulti.devices import resolve_device as _resolve
 from zapmulti.errors import BadImageError, ConfigError
-from zapmulti.model.multitask import MultiTaskModel
+from zapmulti.model.multitask import MultiTaskModel, for_inference
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def embed_batches(
 ) -> np.ndarray:
     """L2-normalised embeddings [N, D] (float32) of uint8 NCHW image batches."""
     dev = resolve_device(device)
-    model.eval().to(dev)
+    model = for_inference(model, dev)
     head = None if kind == BACKBONE else model.heads[kind]
     chunks: list[np.ndarray] = []
     bar = progress_bar(batches, total=total, leave=False) if total else batches
