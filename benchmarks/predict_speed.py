@@ -1,7 +1,9 @@
 """`zapmulti predict` over a folder of images against fastai's `learn.predict` per image.
 
 Same trained run, same machine, same images, same preprocessing (zapmulti's decode and pad):
-- zapmulti: `zapmulti.predict.predict` (decode in worker processes, batched inference);
+- zapmulti: `zapmulti.predict.predict` (decode in worker processes, batched inference on the
+            inference copy: BatchNorm folded, channels_last);
+- zapmulti with a plain eval-mode copy of the model instead, to show what the folding buys;
 - fastai:   the usual loop, `learn.predict(path)` for each image, with a Learner built on the
             run's own model (its primary head) and a DataBlock whose item transform is
             zapmulti's resize, so both see identical pixels.
@@ -13,6 +15,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import shutil
 import sys
@@ -34,6 +37,7 @@ from fastai.vision.all import (
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Timer, save_result  # noqa: E402
 
+import zapmulti.predict  # noqa: E402
 from zapmulti.artifacts import load_run  # noqa: E402
 from zapmulti.data.images import resize_image  # noqa: E402
 from zapmulti.predict import predict  # noqa: E402
@@ -93,6 +97,15 @@ def main() -> None:
 
     with Timer() as zap:
         frame = predict(run, [folder], batch_size=args.batch_size, workers=args.workers)
+    folded = zapmulti.predict.for_inference
+    zapmulti.predict.for_inference = lambda model, device: copy.deepcopy(model).eval().to(device)
+    try:
+        with Timer() as plain:
+            unfolded = predict(run, [folder], batch_size=args.batch_size, workers=args.workers)
+    finally:
+        zapmulti.predict.for_inference = folded
+    head_name = run.model.specs[0].name
+    same_plain = int((unfolded[head_name] == frame[head_name]).sum())
     learn = fastai_learner(run, files)
     with Timer() as fa, learn.no_bar():
         slow = [learn.predict(f) for f in files]
@@ -112,6 +125,9 @@ def main() -> None:
             "zapmulti_seconds": zap.seconds,
             "fastai_predict_loop_seconds": fa.seconds,
             "speedup": fa.seconds / zap.seconds,
+            "zapmulti_plain_model_seconds": plain.seconds,
+            "inference_copy_speedup": plain.seconds / zap.seconds,
+            "identical_labels_plain_model": f"{same_plain}/{len(files)}",
             "identical_labels": f"{int(same.sum())}/{len(files)}",
             "max_probability_difference": prob_gap,
         },
@@ -121,6 +137,11 @@ def main() -> None:
         f"zapmulti predict {zap.seconds:.1f}s, learn.predict loop {fa.seconds:.1f}s for "
         f"{len(files)} images: {fa.seconds / zap.seconds:.1f}x; identical {head} labels "
         f"{int(same.sum())}/{len(files)}, max probability gap {prob_gap:.2e}"
+    )
+    print(
+        f"inference copy (BatchNorm folded, channels_last) {zap.seconds:.1f}s against a plain "
+        f"eval-mode model {plain.seconds:.1f}s: {plain.seconds / zap.seconds:.1f}x; identical "
+        f"labels {same_plain}/{len(files)}"
     )
     shutil.rmtree(folder, ignore_errors=True)
 
