@@ -37,7 +37,7 @@ FORMAT_VERSION = 1
 
 def prepare_run_dir(path: str | Path, overwrite: bool = False) -> Path:
     """Create an empty run directory; refuse to clobber an existing one unless asked."""
-    path = Path(path)
+    path = Path(path).resolve()
     if check_run_out(path, overwrite):
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)

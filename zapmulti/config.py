@@ -108,7 +108,9 @@ class TrainConfig(_Strict):
     batch_size: int = Field(64, ge=1)
     frozen_epochs: int = Field(1, ge=0)
     unfrozen_epochs: int = Field(3, ge=0)
-    lr: float | None = Field(None, gt=0, description="null: use the learning-rate finder")
+    lr: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="null: use the learning-rate finder"
+    )
     lr_find: bool = True
     lr_find_iters: int = Field(100, ge=20)
     lr_suggest: Literal["valley", "minimum", "steep", "slide"] = Field(
@@ -118,7 +120,7 @@ class TrainConfig(_Strict):
     lr_mult: float = Field(100.0, ge=1.0, description="head lr / first backbone group lr")
     weight_decay: float = Field(0.01, ge=0.0)
     flip: bool = Field(True, description="random horizontal flips while training")
-    seed: int = 42
+    seed: int = Field(42, ge=0)
     num_workers: int = Field(0, ge=0, description="decode workers for the image cache build")
     bad_images: Literal["skip", "stop"] = "skip"
     mixed_precision: bool = Field(True, description="CUDA only; CPU always trains in fp32")
@@ -139,7 +141,7 @@ class TrainConfig(_Strict):
 
 class SplitConfig(_Strict):
     valid_pct: float = Field(0.2, gt=0.0, lt=1.0)
-    seed: int = 42
+    seed: int = Field(42, ge=0)
     file: str | None = Field(None, description="reuse a saved split.csv")
 
 

@@ -25,8 +25,8 @@ from zapmulti.config import HeadConfig, config_from_dict, config_to_dict
 from zapmulti.data.images import ImageCache, default_cache_dir
 from zapmulti.data.labels import MISSING
 from zapmulti.devices import resolve_device
-from zapmulti.errors import ConfigError
-from zapmulti.fileio import atomic_dir, atomic_path, atomic_write_text
+from zapmulti.errors import ConfigError, RunDirError
+from zapmulti.fileio import atomic_dir, atomic_path, atomic_write_text, exclusive
 from zapmulti.metrics import head_metrics
 from zapmulti.model.heads import Head, HeadSpec, create_head
 from zapmulti.model.multitask import MultiTaskModel, for_inference
@@ -227,9 +227,26 @@ def add_head(
     same name is retrained from scratch on cached features, in its place among the heads, with
     the settings of `head` (see `replacement_head` to change only some of them).
     """
+    try:
+        with exclusive(out, "run directory"):  # the lock `train` takes on the same folder
+            return _add_head(run_dir, head, out, epochs, lr, overwrite, show_progress, replace)
+    except BlockingIOError as e:
+        raise RunDirError(str(e)) from None
+
+
+def _add_head(
+    run_dir: str | os.PathLike,
+    head: HeadConfig,
+    out: str | os.PathLike,
+    epochs: int,
+    lr: float,
+    overwrite: bool,
+    show_progress: bool,
+    replace: bool,
+) -> Path:
     from zapmulti.train import prepare_data
 
-    out = Path(out)
+    out = Path(out).resolve()
     check_run_out(out, overwrite, "pass --overwrite to replace it or choose another --out")
     run = load_run(run_dir)
     if head.name in run.vocabs and not replace:

@@ -32,7 +32,7 @@ def replaceable(
         return False
     if not overwrite:
         raise ValueError(f"{what} {path} already exists and is not empty; {hint}")
-    if not any((path / m).exists() for m in markers):
+    if not any(_written_by_zapmulti(path / m) for m in markers):
         a = "an" if what[0] in "aeiou" else "a"
         raise ValueError(
             f"{path} is a non-empty folder that is not {a} {what} (it has no "
@@ -40,6 +40,22 @@ def replaceable(
             "or empty the folder yourself"
         )
     return True
+
+
+def _written_by_zapmulti(marker: Path) -> bool:
+    """A marker counts when it is what zapmulti writes: a JSON manifest naming zapmulti's
+    version, or a checkpoint beside the run's config.yaml and vocab.json."""
+    if not marker.is_file():
+        return False
+    if marker.suffix == ".json":
+        import json
+
+        try:
+            data = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(data, dict) and "zapmulti_version" in data and "format" in data
+    return (marker.parent / "config.yaml").is_file() and (marker.parent / "vocab.json").is_file()
 
 
 @contextlib.contextmanager
@@ -55,7 +71,7 @@ def exclusive(path: str | os.PathLike, what: str) -> Iterator[None]:
     except ImportError:  # pragma: no cover - not POSIX
         yield
         return
-    path = Path(path)
+    path = Path(path).resolve()  # a symlink and its target share one lock
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = path.parent / f".{path.name}.lock"
     with open(lock, "a+") as fh:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import shutil
 import time
 import warnings
@@ -297,8 +298,15 @@ def _locked(run_dir: str | Path) -> Iterator[None]:
 
 
 def _train(config: Config, out: str | Path, overwrite: bool, show_progress: bool) -> Path:
-    existed = Path(out).exists()
-    run_dir = artifacts.prepare_run_dir(out, overwrite=overwrite)
+    run_dir = Path(out).resolve()  # through a symlink, the run is its target
+    existed = run_dir.exists()
+    # An old run being replaced is set aside, not deleted, until the new run's setup succeeds.
+    old = None
+    if artifacts.check_run_out(run_dir, overwrite):
+        old = run_dir.with_name(f".{run_dir.name}.replaced")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(run_dir, old)
+    run_dir.mkdir(parents=True, exist_ok=True)
     try:
         set_seed(config.train.seed, reproducible=False)
         prepared = prepare_data(config, show_progress=show_progress)
@@ -322,9 +330,13 @@ def _train(config: Config, out: str | Path, overwrite: bool, show_progress: bool
         # Nothing trained yet: remove the half-written run so that fixing the config and running
         # the same command again works without --overwrite.
         shutil.rmtree(run_dir, ignore_errors=True)
-        if existed:
+        if old is not None:
+            os.replace(old, run_dir)  # the replaced run comes back untouched
+        elif existed:
             run_dir.mkdir(parents=True, exist_ok=True)
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     state = {"lr": lr}
     return _fit_stages(learn, config, prepared, run_dir, state, history=[])
 

@@ -139,7 +139,7 @@ def build_index(
         ef_search, nprobe: default search depth of HNSW and IVF indexes, kept in the manifest.
     """
     if out is not None:
-        out = Path(out)
+        out = Path(out).resolve()
         check_index_out(out, overwrite)
     if not isinstance(run, Run):
         run = load_run(run)

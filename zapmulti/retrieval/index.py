@@ -286,7 +286,7 @@ class SimilarityIndex:
 
     def save(self, path: str | Path, overwrite: bool = True) -> Path:
         """Write the folder atomically: an interrupted save leaves the old folder (or none)."""
-        path = Path(path)
+        path = Path(path).resolve()  # through a symlink, replace its target
         check_index_out(path, overwrite)
         self.manifest["items"] = len(self)
         with atomic_dir(path) as tmp:
