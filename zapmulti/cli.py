@@ -522,6 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    logging.captureWarnings(True)  # a warning is one log line, not a source line dump
     if not args.verbose:
         logging.getLogger("faiss").setLevel(logging.WARNING)  # its CPU-feature probing notes
     # SIGTERM ends a run like Ctrl-C: the last completed epoch's checkpoint stays resumable.

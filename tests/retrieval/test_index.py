@@ -118,8 +118,9 @@ def test_unknown_factory_names_examples():
 
 def test_gpu_request_without_gpu_builds_on_cpu():
     with pytest.warns(UserWarning, match="building on the CPU"):
-        index, _ = create_faiss_index(unit_vectors(20, 8), "Flat", gpu=True)
+        index, plan = create_faiss_index(unit_vectors(20, 8), "Flat", gpu=True)
     assert isinstance(index, faiss.IndexFlat) and index.metric_type == faiss.METRIC_INNER_PRODUCT
+    assert plan.built_on == "cpu" and "no GPU index was available" in plan.notes[0]
 
 
 def test_gpu_index_is_copied_to_cpu_before_saving(monkeypatch):

@@ -167,7 +167,7 @@ def build_index(
         data_root=resolve_data(run, data).root,
         head_columns=head_columns,
         search={"ef_search": ef_search, "nprobe": nprobe},
-        built_on="gpu" if gpu else "cpu",
+        built_on=plan.built_on,
         created=_now(),
         additions=[],
     )

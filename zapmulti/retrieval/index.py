@@ -59,6 +59,7 @@ class FactoryPlan:
     requested: str
     used: str
     notes: list[str] = field(default_factory=list)
+    built_on: str = "cpu"
 
 
 def _largest_divisor(d: int, at_most: int) -> int:
@@ -184,6 +185,9 @@ def create_faiss_index(
     resources = None
     if gpu:
         index, resources = _to_gpu(index)
+        if resources is None:
+            plan.notes.append("built on the CPU: no GPU index was available")
+    plan.built_on = "gpu" if resources is not None else "cpu"
     try:
         if not index.is_trained:
             index.train(vectors)
@@ -198,6 +202,7 @@ def create_faiss_index(
         )
         plan.notes.append(f"{plan.used} failed to train ({message}); fell back to Flat")
         plan.used = "Flat"
+        plan.built_on = "cpu"
         index = faiss.IndexFlatIP(dim)
         index.add(vectors)
     cpu = to_cpu(index)
