@@ -59,8 +59,10 @@ def for_inference(model: MultiTaskModel, device: torch.device | str = "cpu") -> 
     Each BatchNorm is folded into the convolution before it (torch.fx), and the weights take the
     channels_last layout that oneDNN and cuDNN convolve fastest; a batch made from HWC images by
     ``permute(0, 3, 1, 2)`` already has that layout. On the 2-core development machine this made
-    MobileNetV2 inference at 96 px about 3x faster. The outputs are the model's up to float
-    rounding (about 1e-6 in probability). A backbone torch.fx cannot trace is used unfolded.
+    MobileNetV2 prediction at 96 px 1.8x to 2.0x faster end to end
+    (benchmarks/predict_speed.py). The outputs are the model's up to float
+    rounding (within 5.4e-5 in probability there). A backbone torch.fx cannot trace is used
+    unfolded.
     """
     fast = copy.deepcopy(model).eval()
     try:
