@@ -121,3 +121,23 @@ def test_saved_split_is_reused(trained_run, utzap_config_dict, tmp_path):
     first = pd.read_csv(trained_run / artifacts.SPLIT)
     second = pd.read_csv(run / artifacts.SPLIT)
     pd.testing.assert_frame_equal(first, second)  # valid_pct and seed are ignored
+
+
+def test_a_diverging_loss_stops_training_with_a_message(utzap_config_dict, tmp_path):
+    """A learning rate that blows the loss up ends training with an error, not a saved run."""
+    raw = json.loads(json.dumps(utzap_config_dict))
+    raw["train"].update(lr=1e37, frozen_epochs=3, unfrozen_epochs=0)
+    out = tmp_path / "run"
+    with pytest.raises(DataError, match="training diverged: the loss was .* lower train.lr"):
+        train(config_from_dict(raw), out, show_progress=False)
+    assert not (out / artifacts.WEIGHTS).exists() and not (out / artifacts.METRICS).exists()
+
+
+def test_diverging_heads_on_cached_features_stop(trained_run, tmp_path):
+    from zapmulti.config import HeadConfig
+    from zapmulti.features import add_head
+
+    head = HeadConfig(name="sub", column="SubCategory")
+    with pytest.raises(ConfigError, match="training the heads diverged.*lower --lr"):
+        add_head(trained_run, head, tmp_path / "plus", lr=1e30, show_progress=False)
+    assert not (tmp_path / "plus" / artifacts.WEIGHTS).exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 from collections.abc import Sequence
@@ -173,6 +174,11 @@ def fit_heads(
                 opt.step()
                 sched.step()
                 total += float(loss.detach()) * len(x)
+            if not math.isfinite(total):
+                raise ConfigError(
+                    f"training the heads diverged: the loss was {total:g} in epoch "
+                    f"{len(history) + 1}; lower --lr (was {lr:g}) and try again"
+                )
             history.append(total / n)
     finally:
         torch.set_num_threads(threads)

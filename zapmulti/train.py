@@ -156,6 +156,35 @@ def head_metric_list(specs: list[HeadSpec]) -> list[Metric]:
 # --------------------------------------------------------------------------- checkpoints
 
 
+class StopOnNonFiniteLoss(Callback):
+    """Stop training, with a message, once the loss is NaN or infinite for `patience` batches in
+    a row (a lone overflow under mixed precision is skipped by the scaler and forgiven here).
+
+    The run keeps its last completed epoch's checkpoint; weights after the divergence are not
+    saved as a finished run.
+    """
+
+    order = 60
+
+    def __init__(self, patience: int = 3) -> None:
+        self.patience, self.bad = patience, 0
+
+    def after_loss(self) -> None:
+        if not self.training:
+            return
+        if torch.isfinite(self.learn.loss.detach()).all():
+            self.bad = 0
+            return
+        self.bad += 1
+        if self.bad >= self.patience:
+            lrs = sorted({float(h["lr"]) for h in self.opt.hypers})
+            raise DataError(
+                f"training diverged: the loss was {float(self.learn.loss):g} for {self.bad} "
+                f"batches in a row (epoch {self.epoch + 1}, learning rate now {lrs[-1]:.3g}); "
+                "lower train.lr (or set it to null for the learning-rate finder) and train again"
+            )
+
+
 class EpochCheckpoint(Callback):
     """After every epoch: append to history.csv and write a resumable checkpoint, atomically."""
 
@@ -225,6 +254,7 @@ def make_learner(config: Config, prepared: PreparedData, model: MultiTaskModel, 
         wd=config.train.weight_decay,
         path=run_dir,
         model_dir=".",
+        cbs=[StopOnNonFiniteLoss()],
     )
     if device.type == "cuda":
         if config.model.channels_last:
