@@ -6,8 +6,11 @@ and configs and manifests are plain YAML and JSON.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,11 +40,37 @@ FORMAT_VERSION = 1
 
 def prepare_run_dir(path: str | Path, overwrite: bool = False) -> Path:
     """Create an empty run directory; refuse to clobber an existing one unless asked."""
+    with replacing_run(path, overwrite) as run_dir:
+        return run_dir
+
+
+@contextlib.contextmanager
+def replacing_run(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """An empty run directory for the block (through a symlink, its target).
+
+    An old run there (with `overwrite`) is set aside, not deleted, until the block succeeds; if
+    the block fails, the new folder goes and the old run comes back untouched (a folder that
+    was empty is left empty, one that was absent stays absent).
+    """
     path = Path(path).resolve()
+    existed = path.exists()
+    old = None
     if check_run_out(path, overwrite):
-        shutil.rmtree(path)
+        old = path.with_name(f".{path.name}.replaced")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
     path.mkdir(parents=True, exist_ok=True)
-    return path
+    try:
+        yield path
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        if old is not None:
+            os.replace(old, path)
+        elif existed:
+            path.mkdir(parents=True, exist_ok=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def check_run_out(path: str | Path, overwrite: bool, hint: str | None = None) -> bool:

@@ -185,8 +185,6 @@ def _cmd_index_evaluate(args: argparse.Namespace) -> int:
     from zapmulti.retrieval import evaluate_index, evaluation_table, load_index
     from zapmulti.retrieval.metrics import held_out_queries
 
-    if args.k < 1:
-        raise ConfigError(f"-k must be at least 1 (neighbours per query), got {args.k}")
     name = "evaluation.json" if args.queries == "all" else f"evaluation-{args.queries}.json"
     # Every folder is checked before the first is scored, so a typo fails fast.
     indexes = [load_index(d) for d in args.index_dirs]
@@ -237,8 +235,6 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from zapmulti.retrieval import load_index, save_grid, search
     from zapmulti.retrieval.grid import grid_format
 
-    if args.k < 1:
-        raise ConfigError(f"-k must be at least 1 (neighbours per query), got {args.k}")
     if args.grid:
         grid_format(args.grid)  # a bad file name fails before any embedding
     index = load_index(args.index_dir)

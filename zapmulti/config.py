@@ -259,7 +259,7 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     Relative `data.root`, `split.file` and `cache_dir` resolve against the config's folder.
     """
     path = Path(path)
-    raw = apply_overrides(_read_yaml(path), overrides or [])
+    raw = apply_overrides(read_yaml(path), overrides or [])
     base = path.resolve().parent
     _resolve_root(raw.get("data"), base)
     split = raw.get("split")
@@ -272,7 +272,7 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
 def load_data_config(path: str | os.PathLike) -> DataConfig:
     """The `data` section of a YAML file: a full config, or a file holding only ``data:``."""
     path = Path(path)
-    raw = _read_yaml(path)
+    raw = read_yaml(path)
     if "data" not in raw:
         raise ConfigError(f"{path} has no 'data' section; see configs/ for examples")
     _resolve_root(raw["data"], path.resolve().parent)
@@ -283,7 +283,7 @@ def load_data_config(path: str | os.PathLike) -> DataConfig:
         raise ConfigError(format_errors(err, str(path), ("data",))) from None
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"{path} is a folder; give a YAML config file (see configs/)")
     try:

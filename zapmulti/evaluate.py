@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from zapmulti.artifacts import Run, load_run, write_json
-from zapmulti.config import Config, HeadConfig, load_config, load_data_config
+from zapmulti.config import Config, HeadConfig, load_config, load_data_config, read_yaml
 from zapmulti.data import image_cache, read_catalogue
 from zapmulti.data.labels import build_targets, head_values, unknown_count
 from zapmulti.data.splits import load_split
@@ -34,7 +34,7 @@ def _data_config(run: Run, data: str | os.PathLike | None) -> tuple[Config, bool
         return cfg, False
     cfg = run.config.model_copy(deep=True)
     cfg.data = load_data_config(path)
-    if not _has_heads(path):
+    if "heads" not in read_yaml(path):
         return cfg, False  # a data-only file: the run's heads, read from its columns
     other = load_config(path)
     by_name = {h.name: h for h in other.heads}
@@ -43,13 +43,6 @@ def _data_config(run: Run, data: str | os.PathLike | None) -> tuple[Config, bool
         logger.info("heads %s are not in %s; they are left out of the evaluation", missing, path)
     cfg.heads = [by_name.get(h.name, h) for h in run.config.heads]
     return cfg, False
-
-
-def _has_heads(path: Path) -> bool:
-    import yaml
-
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    return isinstance(raw, dict) and "heads" in raw
 
 
 @dataclass

@@ -58,10 +58,6 @@ class _ImageFiles(torch.utils.data.Dataset):
             return torch.zeros(3, self.size, self.size, dtype=torch.uint8), exc.reason
 
 
-def _device(device: str | torch.device | None) -> torch.device:
-    return resolve_device(device)
-
-
 @torch.inference_mode()
 def infer_batches(
     model: torch.nn.Module, batches, device: torch.device, total: int | None = None
@@ -104,7 +100,7 @@ def predict_array(
     show_progress: bool = True,
 ) -> list[np.ndarray]:
     """Probabilities for rows of a preprocessed (N, H, W, 3) uint8 array (e.g. the image cache)."""
-    dev = _device(device)
+    dev = resolve_device(device)
 
     def batches():
         for start in range(0, len(rows), batch_size):
@@ -137,7 +133,7 @@ def predict(
             f"no image found in {', '.join(map(str, paths))}; give image files or folders that "
             f"hold them ({', '.join(IMAGE_EXTENSIONS)})"
         )
-    dev = _device(device)
+    dev = resolve_device(device)
     m = run.config.model
     dataset = _ImageFiles(files, m.image_size, m.resize, m.pad_value)
     workers = min(4, os.cpu_count() or 1) if workers is None else workers

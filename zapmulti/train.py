@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
-import shutil
 import time
 import warnings
 from collections.abc import Iterator
@@ -38,10 +36,6 @@ from zapmulti.model.heads import HeadSpec
 from zapmulti.model.multitask import MultiTaskLoss, MultiTaskModel, build_model
 
 logger = logging.getLogger(__name__)
-
-
-def pick_device(choice: str = "auto") -> torch.device:
-    return resolve_device(choice)
 
 
 # --------------------------------------------------------------------------- data
@@ -228,7 +222,7 @@ def write_history(run_dir: Path, history: list[dict]) -> None:
 
 
 def make_learner(config: Config, prepared: PreparedData, model: MultiTaskModel, run_dir: Path):
-    device = pick_device(config.train.device)
+    device = resolve_device(config.train.device)
     balance, head = None, config.sampler_head
     if config.train.sampler == "m_per_class" and head is not None:
         column = [h.name for h in config.heads].index(head)
@@ -328,16 +322,9 @@ def _locked(run_dir: str | Path) -> Iterator[None]:
 
 
 def _train(config: Config, out: str | Path, overwrite: bool, show_progress: bool) -> Path:
-    run_dir = Path(out).resolve()  # through a symlink, the run is its target
-    existed = run_dir.exists()
-    # An old run being replaced is set aside, not deleted, until the new run's setup succeeds.
-    old = None
-    if artifacts.check_run_out(run_dir, overwrite):
-        old = run_dir.with_name(f".{run_dir.name}.replaced")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(run_dir, old)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    try:
+    # Until setup succeeds, a failure leaves the folder as it was (an old run comes back), so
+    # fixing the config and running the same command again works without --overwrite.
+    with artifacts.replacing_run(out, overwrite) as run_dir:
         set_seed(config.train.seed, reproducible=False)
         prepared = prepare_data(config, show_progress=show_progress)
 
@@ -356,17 +343,6 @@ def _train(config: Config, out: str | Path, overwrite: bool, show_progress: bool
             lr = find_lr(learn, config, run_dir)
         elif lr is None:
             lr = config.train.lr_fallback
-    except BaseException:
-        # Nothing trained yet: remove the half-written run so that fixing the config and running
-        # the same command again works without --overwrite.
-        shutil.rmtree(run_dir, ignore_errors=True)
-        if old is not None:
-            os.replace(old, run_dir)  # the replaced run comes back untouched
-        elif existed:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     state = {"lr": lr}
     return _fit_stages(learn, config, prepared, run_dir, state, history=[])
 

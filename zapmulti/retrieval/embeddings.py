@@ -16,7 +16,7 @@ from fastprogress.fastprogress import progress_bar
 
 from zapmulti.artifacts import Run
 from zapmulti.data.images import load_array
-from zapmulti.devices import resolve_device as _resolve
+from zapmulti.devices import resolve_device
 from zapmulti.errors import BadImageError, ConfigError
 from zapmulti.model.multitask import MultiTaskModel, for_inference
 
@@ -24,13 +24,6 @@ logger = logging.getLogger(__name__)
 
 BACKBONE = "backbone"
 EMBEDDING_HEAD_TYPE = "embedding"
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """`None` means CUDA when it is available, else the CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return _resolve(device)
 
 
 def embedding_heads(model: MultiTaskModel) -> list[str]:
