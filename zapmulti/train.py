@@ -151,31 +151,26 @@ def head_metric_list(specs: list[HeadSpec]) -> list[Metric]:
 
 
 class StopOnNonFiniteLoss(Callback):
-    """Stop training, with a message, once the loss is NaN or infinite for `patience` batches in
-    a row (a lone overflow under mixed precision is skipped by the scaler and forgiven here).
+    """Stop training, with a message, after an epoch whose training loss is NaN or infinite.
 
-    The run keeps its last completed epoch's checkpoint; weights after the divergence are not
-    saved as a finished run.
+    Checked once per epoch from the recorder's loss, so the training step gains no device sync.
+    It runs before EpochCheckpoint, so the checkpoint stays at the last good epoch and no
+    finished run is written from a diverged one.
     """
 
-    order = 60
+    order = 60  # after Recorder (50) has the epoch's losses, before EpochCheckpoint (70)
 
-    def __init__(self, patience: int = 3) -> None:
-        self.patience, self.bad = patience, 0
-
-    def after_loss(self) -> None:
-        if not self.training:
+    def after_epoch(self) -> None:
+        names = list(self.recorder.metric_names)
+        if "train_loss" not in names:
             return
-        if torch.isfinite(self.learn.loss.detach()).all():
-            self.bad = 0
-            return
-        self.bad += 1
-        if self.bad >= self.patience:
+        loss = self.recorder.log[names.index("train_loss")]
+        if isinstance(loss, float) and not math.isfinite(loss):
             lrs = sorted({float(h["lr"]) for h in self.opt.hypers})
             raise DataError(
-                f"training diverged: the loss was {float(self.learn.loss):g} for {self.bad} "
-                f"batches in a row (epoch {self.epoch + 1}, learning rate now {lrs[-1]:.3g}); "
-                "lower train.lr (or set it to null for the learning-rate finder) and train again"
+                f"training diverged: the loss was {loss:g} in epoch {self.epoch + 1} (learning "
+                f"rate up to {lrs[-1]:.3g}); lower train.lr (or set it to null for the "
+                "learning-rate finder) and train again"
             )
 
 
